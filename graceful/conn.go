@@ -1,0 +1,114 @@
+package graceful
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
+	"github.com/gracefulfd/graceful/graceful/wire"
+)
+
+// Defaults for the zero values of Client and Server fields.
+const (
+	// DefaultTimeout bounds each blocking step: a dial, a read, a write.
+	DefaultTimeout = 10 * time.Second
+	// DefaultReadyTimeout bounds a Server's wait for READY after ACK.
+	DefaultReadyTimeout = 30 * time.Second
+)
+
+// readSize is the least free space offered to each read: room for a full
+// batch of descriptor records without metadata.
+const readSize = 16 << 10
+
+// frameConn reads and writes frames on one connection, with a deadline on
+// every step. Descriptors that arrive are queued in dec until a BATCH frame
+// takes them; whoever stops early must close dec.TakeFds().
+type frameConn struct {
+	c       *net.UnixConn
+	timeout time.Duration
+	dec     wire.Decoder
+	oob     []byte
+	fds     []int // scratch for each read's descriptors
+	out     []byte
+}
+
+func newFrameConn(c net.Conn, timeout time.Duration) (*frameConn, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, fmt.Errorf("%w: %T", ErrNotUnixConn, c)
+	}
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return &frameConn{c: uc, timeout: timeout}, nil
+}
+
+// next returns the next frame. It returns io.EOF alone when the peer
+// closed before sending a single byte of it.
+func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
+	if err := fc.c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return f, err
+	}
+	if fc.oob == nil {
+		fc.oob = make([]byte, fdpass.OOBSize)
+	}
+	for {
+		f, ok, err := fc.dec.Next()
+		if err != nil {
+			return f, protocolError(err)
+		}
+		if ok {
+			return f, nil
+		}
+		n, fds, err := fdpass.Read(fc.c, fc.dec.Space(readSize), fc.oob, fc.fds[:0])
+		fc.dec.Commit(n)
+		fc.dec.AddFds(fds)
+		fc.fds = fds
+		if err != nil {
+			return f, readError(err, fc.dec.Buffered() == 0 && fc.dec.Queued() == 0)
+		}
+	}
+}
+
+// readError names why a read failed. A clean close at a frame boundary is
+// io.EOF; the caller decides whether that boundary was allowed.
+func readError(err error, atBoundary bool) error {
+	switch {
+	case errors.Is(err, io.EOF) && atBoundary:
+		return io.EOF
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
+	}
+	return protocolError(err)
+}
+
+// write sends fc.out (one or more frames) with fds on its first byte, then
+// empties it.
+func (fc *frameConn) write(fds []int) error {
+	if err := fc.c.SetWriteDeadline(time.Now().Add(fc.timeout)); err != nil {
+		return err
+	}
+	err := fdpass.Write(fc.c, fc.out, fdpass.AppendRights(nil, fds))
+	fc.out = fc.out[:0]
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
+	}
+	return err
+}
+
+// fail tells the peer why we stop, if it still listens. The original error
+// is what matters; a failure to say it is not reported.
+func (fc *frameConn) fail(err error) {
+	fc.out = wire.AppendError(fc.out[:0], wire.ErrorFrame{Code: codeOf(err), Message: err.Error()})
+	fc.write(nil)
+}
+
+// closeQueued closes descriptors received but never assigned to a frame.
+func (fc *frameConn) closeQueued() { fdpass.CloseAll(fc.dec.TakeFds()) }
+
+// clearDeadlines leaves the caller's connection without our deadlines.
+func (fc *frameConn) clearDeadlines() { fc.c.SetDeadline(time.Time{}) }

@@ -1,0 +1,110 @@
+package graceful
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
+)
+
+// Handler writes the descriptors of one session. conn is the connection to
+// the receiver; the Handler must not read from or write to it: use w.
+type Handler interface {
+	Handle(conn net.Conn, w ResponseWriter)
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(net.Conn, ResponseWriter)
+
+// Handle calls h(conn, w).
+func (h HandlerFunc) Handle(conn net.Conn, w ResponseWriter) { h(conn, w) }
+
+// CallbackHandler adapts a function that sends nothing, for example to
+// note that a receiver connected, inside a SequenceHandler.
+type CallbackHandler func()
+
+// Handle calls cb().
+func (cb CallbackHandler) Handle(net.Conn, ResponseWriter) { cb() }
+
+// SequenceHandler returns a Handler that runs hs in order.
+func SequenceHandler(hs ...Handler) Handler {
+	return HandlerFunc(func(conn net.Conn, w ResponseWriter) {
+		for _, h := range hs {
+			h.Handle(conn, w)
+		}
+	})
+}
+
+// ListenerHandler returns a Handler that sends ln, which must implement
+// syscall.Conn (every listener of package net does).
+func ListenerHandler(ln net.Listener, meta io.WriterTo) Handler {
+	return valueHandler(ln, KindListener, meta)
+}
+
+// ConnHandler returns a Handler that sends the connection c.
+func ConnHandler(c net.Conn, meta io.WriterTo) Handler {
+	return valueHandler(c, KindStream, meta)
+}
+
+// PacketConnHandler returns a Handler that sends pc.
+func PacketConnHandler(pc net.PacketConn, meta io.WriterTo) Handler {
+	return valueHandler(pc, KindPacket, meta)
+}
+
+// FileHandler returns a Handler that sends f. A socket opened as an
+// *os.File is described as KindRaw.
+func FileHandler(f *os.File, meta io.WriterTo) Handler {
+	return valueHandler(f, KindFile, meta)
+}
+
+// FdHandler returns a Handler that sends fd, described as KindRaw. fd must
+// stay open until the session is over.
+func FdHandler(fd int, meta io.WriterTo) Handler {
+	return HandlerFunc(func(_ net.Conn, w ResponseWriter) {
+		if err := w.Write(fd, meta); err != nil {
+			w.Errorf("graceful: send fd %d: %v", fd, err)
+		}
+	})
+}
+
+func valueHandler(v any, kind Kind, meta io.WriterTo) Handler {
+	return HandlerFunc(func(_ net.Conn, w ResponseWriter) {
+		if err := writeValue(w, v, kind, meta); err != nil {
+			w.Errorf("graceful: send %T: %v", v, err)
+		}
+	})
+}
+
+// writeValue queues the descriptor behind v without dup and without
+// touching its blocking mode (never Fd or File: see PITFALLS, TRN-9).
+func writeValue(w ResponseWriter, v any, kind Kind, meta io.WriterTo) error {
+	fd, err := rawFd(v)
+	if err == nil {
+		if kind == KindFile && isSocket(fd) {
+			kind = KindRaw
+		}
+		err = w.WriteKind(fd, kind, meta)
+	}
+	if err != nil {
+		if s, ok := w.(*sender); ok {
+			return s.stop(fmt.Errorf("%w: %T: %w", ErrSenderFailed, v, err))
+		}
+	}
+	return err
+}
+
+func rawFd(v any) (int, error) {
+	sc, ok := v.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("%w: %T", ErrNotFiler, v)
+	}
+	return fdpass.RawFd(sc)
+}
+
+func isSocket(fd int) bool {
+	k, err := fdpass.Kind(fd)
+	return err == nil && k != KindFile
+}

@@ -1,0 +1,186 @@
+// Package fdpass is the thin system-call layer under graceful: it moves
+// bytes and descriptors over a unix socket, reads control data without
+// losing descriptors, and asks the kernel who the peer is and what a
+// descriptor is. It knows nothing of the protocol's frames.
+package fdpass
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/graceful/wire"
+)
+
+// MaxFds is the most descriptors one control message may carry here:
+// Linux's SCM_MAX_FD is 253, musl's 252.
+const MaxFds = 252
+
+// ErrTruncated means the kernel set MSG_CTRUNC: descriptors were dropped
+// because the buffer was too small, the process was at its open-file limit,
+// or a security module refused one.
+var ErrTruncated = errors.New("control data truncated (MSG_CTRUNC)")
+
+// OOBSize is a control buffer that holds one more descriptor than a
+// conforming peer sends, so that a too-large message shows as truncation.
+var OOBSize = unix.CmsgSpace((MaxFds + 1) * 4)
+
+// RawFd returns the descriptor behind c without dup and without touching its
+// blocking mode, as (*os.File).Fd would. The caller keeps c alive and open
+// for as long as it uses the number.
+func RawFd(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// AppendRights appends one SCM_RIGHTS control message carrying fds to b,
+// without allocating when b has room.
+func AppendRights(b []byte, fds []int) []byte {
+	if len(fds) == 0 {
+		return b
+	}
+	start := len(b)
+	space := unix.CmsgSpace(len(fds) * 4)
+	b = append(b, make([]byte, space)...)
+	msg := b[start:]
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&msg[0]))
+	h.Level = unix.SOL_SOCKET
+	h.Type = unix.SCM_RIGHTS
+	h.SetLen(unix.CmsgLen(len(fds) * 4))
+	data := msg[unix.CmsgLen(0):]
+	for i, fd := range fds {
+		*(*int32)(unsafe.Pointer(&data[i*4])) = int32(fd)
+	}
+	return b
+}
+
+// Write writes all of data on c, with the descriptors attached to the first
+// byte (TRN-3). A stream socket may take part of a large message: the rest
+// goes out with plain writes. Deadlines set on c apply.
+func Write(c *net.UnixConn, data []byte, oob []byte) error {
+	n, _, err := c.WriteMsgUnix(data, oob, nil)
+	if err != nil {
+		return err
+	}
+	if n < len(data) {
+		_, err = c.Write(data[n:])
+	}
+	return err
+}
+
+// Read reads into p and appends every descriptor of every SCM_RIGHTS
+// control message to fds (TRN-6). Descriptors arrive close-on-exec
+// (TRN-4). On MSG_CTRUNC it closes what came with this read and returns
+// ErrTruncated (TRN-5); on any error the returned fds are only those the
+// caller passed in. io.EOF means the peer closed the connection.
+func Read(c *net.UnixConn, p, oob []byte, fds []int) (int, []int, error) {
+	n, oobn, flags, _, err := c.ReadMsgUnix(p, oob)
+	before := len(fds)
+	fds, perr := appendFds(fds, oob[:oobn])
+	if perr == nil && flags&unix.MSG_CTRUNC != 0 {
+		perr = ErrTruncated
+	}
+	if perr != nil {
+		CloseAll(fds[before:])
+		return n, fds[:before], perr
+	}
+	return n, fds, err
+}
+
+// appendFds walks every control message. Descriptors of SCM_RIGHTS
+// messages are kept; a message it cannot parse makes it close what it took
+// from that buffer and fail.
+func appendFds(fds []int, oob []byte) ([]int, error) {
+	hdr := unix.CmsgLen(0)
+	before := len(fds)
+	for len(oob) >= hdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			CloseAll(fds[before:])
+			return fds[:before], fmt.Errorf("control message of length %d in %d bytes", l, len(oob))
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
+			data := oob[hdr:l]
+			for i := 0; i+4 <= len(data); i += 4 {
+				fds = append(fds, int(*(*int32)(unsafe.Pointer(&data[i]))))
+			}
+		}
+		next := unix.CmsgSpace(l - hdr)
+		if next > len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	return fds, nil
+}
+
+// CloseAll closes every descriptor in fds.
+func CloseAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// Kind reports what fd is.
+func Kind(fd int) (wire.Kind, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return wire.KindRaw, os.NewSyscallError("fstat", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return wire.KindFile, nil
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return wire.KindRaw, os.NewSyscallError("getsockopt", err)
+	}
+	if typ == unix.SOCK_DGRAM {
+		return wire.KindPacket, nil
+	}
+	listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	if err != nil {
+		return wire.KindRaw, os.NewSyscallError("getsockopt", err)
+	}
+	if listening != 0 {
+		return wire.KindListener, nil
+	}
+	return wire.KindStream, nil
+}
+
+// Dup duplicates fd, close-on-exec, without changing the shared open file
+// description.
+func Dup(fd int) (int, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("fcntl", err)
+	}
+	return nfd, nil
+}
+
+// PeerUID returns the effective user id of the process at the other end of
+// c, as the kernel recorded it when the connection was made.
+func PeerUID(c *net.UnixConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	uid := -1
+	var serr error
+	if err := rc.Control(func(fd uintptr) { uid, serr = peerUID(int(fd)) }); err != nil {
+		return -1, err
+	}
+	return uid, serr
+}

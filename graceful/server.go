@@ -1,0 +1,257 @@
+package graceful
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Server offers its descriptors to receivers that connect to it: for each
+// connection it runs one session, in which Handler writes the descriptors.
+// One session runs at a time; a receiver that connects meanwhile is told
+// the server is busy.
+//
+// Its zero value, with a Handler, is ready to use.
+type Server struct {
+	// Handler writes the descriptors of every session.
+	Handler Handler
+	// Timeout bounds each blocking step of a session. Zero means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// ReadyTimeout bounds the wait for the receiver's READY after its ACK.
+	// Zero means DefaultReadyTimeout; a negative value means the server does
+	// not wait, and a session succeeds on ACK.
+	ReadyTimeout time.Duration
+	// Authorize decides whether the peer, running as uid, may take the
+	// descriptors. Nil means the peer must run as this process's effective
+	// user.
+	Authorize func(uid int) error
+	// Logger receives the server's messages: a *slog.Logger, or a value
+	// with some of Debugf, Infof, Errorf. Nil means no logging.
+	Logger any
+	// Done, when set, is called at the end of every session: with nil when
+	// the receiver acknowledged the whole set and said it was ready (or
+	// acknowledged it, when ReadyTimeout is negative), otherwise with the
+	// reason. It runs on the session's goroutine.
+	Done func(err error)
+
+	mu       sync.Mutex
+	closed   bool
+	busy     bool
+	ln       net.Listener
+	conns    map[net.Conn]bool
+	sessions sync.WaitGroup
+}
+
+// ListenAndServe serves the Handler h on the unix socket at addr.
+func ListenAndServe(addr string, h Handler) error {
+	s := &Server{Handler: h}
+	return s.ListenAndServe(addr)
+}
+
+// Serve serves the Handler h on ln.
+func Serve(ln net.Listener, h Handler) error {
+	s := &Server{Handler: h}
+	return s.Serve(ln)
+}
+
+// ListenAndServe creates the unix socket at addr and serves on it until
+// Close. The socket file has mode 0600 from the first moment it can be
+// reached, and atomically replaces whatever socket file was at addr: a new
+// generation can listen while the old one still serves its own copy.
+func (s *Server) ListenAndServe(addr string) error {
+	ln, err := listenPrivate(addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
+
+// Serve accepts receivers on ln until Close, and closes ln then. It
+// returns ErrServerClosed after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	log := logger{s.Logger}
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if isTemporary(err) {
+				log.Errorf("graceful: accept: %v; retrying", err)
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		if !s.track(conn) {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go s.serveConn(conn)
+	}
+}
+
+// Close stops accepting, ends sessions in progress and waits for them.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var err error
+	if s.ln != nil {
+		err = s.ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.sessions.Wait()
+	return err
+}
+
+func (s *Server) serveConn(conn net.Conn) {
+	defer s.sessions.Done()
+	defer s.untrack(conn)
+	log := logger{s.Logger}
+	cfg := senderConfig{
+		timeout:      s.Timeout,
+		readyTimeout: s.ReadyTimeout,
+		authorize:    s.Authorize,
+		log:          log,
+	}
+	if cfg.readyTimeout == 0 {
+		cfg.readyTimeout = DefaultReadyTimeout
+	}
+	claimed := false
+	cfg.busy = func() bool {
+		claimed = s.claim()
+		return !claimed
+	}
+	err := serveSession(conn, cfg, func(c net.Conn, w ResponseWriter) {
+		if s.Handler != nil {
+			s.Handler.Handle(c, w)
+		}
+	})
+	if claimed {
+		s.release()
+	}
+	keepAlive(s.Handler)
+	if err != nil {
+		log.Errorf("graceful: session with %v: %v", conn.RemoteAddr(), err)
+	} else {
+		log.Infof("graceful: handed descriptors to %v", conn.RemoteAddr())
+	}
+	if s.Done != nil {
+		s.Done(err)
+	}
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[net.Conn]bool)
+	}
+	s.conns[c] = true
+	s.sessions.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	c.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) claim() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy {
+		return false
+	}
+	s.busy = true
+	return true
+}
+
+func (s *Server) release() {
+	s.mu.Lock()
+	s.busy = false
+	s.mu.Unlock()
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// listenPrivate binds a unix socket in a fresh 0700 directory beside addr,
+// makes it 0600, and renames it onto addr: it is never reachable with wider
+// permissions (AUTH-3). Closing the listener removes addr only while addr
+// is still this socket.
+func listenPrivate(addr string) (net.Listener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(addr), ".gf")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, error) {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fail(err)
+	}
+	st, err := os.Stat(tmp)
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, addr); err != nil {
+		return fail(fmt.Errorf("graceful: place socket at %s: %w", addr, err))
+	}
+	return &privateListener{UnixListener: ln, path: addr, file: st}, nil
+}
+
+type privateListener struct {
+	*net.UnixListener
+	path string
+	file os.FileInfo
+	once sync.Once
+}
+
+// Close closes the socket, and removes its file unless another process
+// has put its own socket there since.
+func (l *privateListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		if st, serr := os.Stat(l.path); serr == nil && os.SameFile(st, l.file) {
+			os.Remove(l.path)
+		}
+	})
+	return err
+}

@@ -1,0 +1,111 @@
+package wire
+
+// Frame is one complete frame read from a stream.
+type Frame struct {
+	Header Header
+	// Payload aliases the Decoder's buffer: it is valid until the next call
+	// to a Decoder method.
+	Payload []byte
+	// Fds holds a BATCH frame's descriptors, in record order; nil otherwise.
+	// They belong to the caller once Next returns them.
+	Fds []int
+}
+
+// Decoder turns the bytes and descriptors of a SOCK_STREAM connection back
+// into frames, however the reads split them (TRN-2). Descriptors are queued
+// in arrival order and taken by each complete BATCH frame (RCV-1).
+//
+// The zero value is ready to use. A Decoder never closes anything: after an
+// error the caller takes the queue with TakeFds and closes it.
+type Decoder struct {
+	buf   []byte
+	start int
+	fds   []int
+}
+
+// Space returns at least min free bytes at the end of the buffer, for the
+// next read to fill; Commit(n) then adds the n bytes read.
+func (d *Decoder) Space(min int) []byte {
+	if d.start > 0 && d.start == len(d.buf) {
+		d.buf, d.start = d.buf[:0], 0
+	}
+	if cap(d.buf)-len(d.buf) < min {
+		live := len(d.buf) - d.start
+		if d.start > 0 && cap(d.buf)-live >= min {
+			copy(d.buf, d.buf[d.start:])
+			d.buf = d.buf[:live]
+		} else {
+			grown := make([]byte, live, live+min)
+			copy(grown, d.buf[d.start:])
+			d.buf = grown
+		}
+		d.start = 0
+	}
+	return d.buf[len(d.buf):cap(d.buf)]
+}
+
+// Commit adds n bytes written into the slice Space returned.
+func (d *Decoder) Commit(n int) { d.buf = d.buf[:len(d.buf)+n] }
+
+// Write adds bytes read from the stream. It never fails.
+func (d *Decoder) Write(p []byte) (int, error) {
+	copy(d.Space(len(p)), p)
+	d.Commit(len(p))
+	return len(p), nil
+}
+
+// AddFds queues descriptors received with the bytes.
+func (d *Decoder) AddFds(fds []int) { d.fds = append(d.fds, fds...) }
+
+// Buffered is the number of bytes read but not yet returned as a frame.
+func (d *Decoder) Buffered() int { return len(d.buf) - d.start }
+
+// Queued is the number of descriptors received but not yet taken by a frame.
+func (d *Decoder) Queued() int { return len(d.fds) }
+
+// TakeFds empties the queue and returns what it held.
+func (d *Decoder) TakeFds() []int {
+	fds := d.fds
+	d.fds = nil
+	return fds
+}
+
+// Next returns the next complete frame. ok is false when more bytes are
+// needed. A header is checked as soon as its 8 bytes are in, before its
+// payload is read (FRM-4).
+func (d *Decoder) Next() (f Frame, ok bool, err error) {
+	live := d.buf[d.start:]
+	if len(live) < HeaderSize {
+		return f, false, d.checkQueue()
+	}
+	h, err := ParseHeader(live)
+	if err != nil {
+		return f, false, err
+	}
+	end := HeaderSize + int(h.Length)
+	if len(live) < end {
+		return f, false, d.checkQueue()
+	}
+	f = Frame{Header: h, Payload: live[HeaderSize:end:end]}
+	if h.Type == TypeBatch {
+		n := int(h.NFds)
+		if len(d.fds) < n {
+			return Frame{}, false, malformed("BATCH declares %d descriptors, %d arrived", n, len(d.fds))
+		}
+		f.Fds = append([]int(nil), d.fds[:n]...)
+		d.fds = d.fds[n:]
+		if len(d.fds) == 0 {
+			d.fds = nil
+		}
+	}
+	d.start += end
+	return f, true, nil
+}
+
+// checkQueue enforces RCV-3 once every complete frame has been taken.
+func (d *Decoder) checkQueue() error {
+	if len(d.fds) > MaxFdsPerBatch {
+		return malformed("%d descriptors queued without a frame to take them", len(d.fds))
+	}
+	return nil
+}
