@@ -81,6 +81,7 @@ func valueHandler(v any, kind Kind, meta io.WriterTo) Handler {
 // writeValue queues the descriptor behind v without dup and without
 // touching its blocking mode (never Fd or File: see PITFALLS, TRN-9).
 func writeValue(w ResponseWriter, v any, kind Kind, meta io.WriterTo) error {
+	s, _ := w.(*sender)
 	fd, err := rawFd(v)
 	if err == nil {
 		if kind == KindFile && isSocket(fd) {
@@ -88,12 +89,14 @@ func writeValue(w ResponseWriter, v any, kind Kind, meta io.WriterTo) error {
 		}
 		err = w.WriteKind(fd, kind, meta)
 	}
-	if err != nil {
-		if s, ok := w.(*sender); ok {
-			return s.stop(fmt.Errorf("%w: %T: %w", ErrSenderFailed, v, err))
-		}
+	if s == nil {
+		return err
 	}
-	return err
+	if err != nil {
+		return s.stop(fmt.Errorf("%w: %T: %w", ErrSenderFailed, v, err))
+	}
+	s.keep = append(s.keep, v)
+	return nil
 }
 
 func rawFd(v any) (int, error) {

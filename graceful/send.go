@@ -53,7 +53,6 @@ func SendFileTo(dst net.Conn, f *os.File, meta io.WriterTo) error {
 }
 
 func sendValue(dst net.Conn, v any, kind Kind, meta io.WriterTo) error {
-	defer keepAlive(v)
 	return sendOne(dst, func(w ResponseWriter) error { return writeValue(w, v, kind, meta) })
 }
 

@@ -58,6 +58,9 @@ type sender struct {
 	count   uint32
 	meta    limitedBuffer
 	err     error
+	// keep holds the values whose descriptors were written, so that they
+	// cannot be collected and closed before the session is over (TRN-10).
+	keep []any
 }
 
 var _ ResponseWriter = (*sender)(nil)
@@ -174,7 +177,9 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 	s := &sender{logger: cfg.log, fc: fc, meta: limitedBuffer{limit: wire.MaxMetaSize}}
 	fc.out = wire.AppendWelcome(fc.out, wire.Version)
 	fill(conn, s)
-	if err := s.finish(); err != nil {
+	err = s.finish()
+	runtime.KeepAlive(s.keep)
+	if err != nil {
 		return err
 	}
 
@@ -235,7 +240,3 @@ func authorize(c *net.UnixConn, policy func(uid int) error) error {
 	}
 	return nil
 }
-
-// keepAlive keeps v, and so the descriptor it owns, from being collected
-// before the session that sends it is over (TRN-10).
-func keepAlive(v any) { runtime.KeepAlive(v) }

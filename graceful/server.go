@@ -150,7 +150,6 @@ func (s *Server) serveConn(conn net.Conn) {
 	if claimed {
 		s.release()
 	}
-	keepAlive(s.Handler)
 	if err != nil {
 		log.Errorf("graceful: session with %v: %v", conn.RemoteAddr(), err)
 	} else {
