@@ -74,6 +74,15 @@ func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
 	}
 }
 
+// nextControl is next for frames that carry no descriptors: descriptors a
+// misbehaving peer attached to any frame are closed at once.
+func (fc *frameConn) nextControl(timeout time.Duration) (wire.Frame, error) {
+	f, err := fc.next(timeout)
+	fdpass.CloseAll(f.Fds)
+	f.Fds = nil
+	return f, err
+}
+
 // readError names why a read failed. A clean close at a frame boundary is
 // io.EOF; the caller decides whether that boundary was allowed.
 func readError(err error, atBoundary bool) error {

@@ -149,7 +149,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 		}
 	}()
 
-	f, err := fc.next(fc.timeout)
+	f, err := fc.nextControl(fc.timeout)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: closed before HELLO", ErrPeerClosed)
@@ -183,7 +183,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 		return err
 	}
 
-	f, err = fc.next(fc.timeout)
+	f, err = fc.nextControl(fc.timeout)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: closed before ACK", ErrPeerClosed)
@@ -209,7 +209,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 		return nil
 	}
 
-	f, err = fc.next(cfg.readyTimeout)
+	f, err = fc.nextControl(cfg.readyTimeout)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, ErrPeerClosed) {
 			return fmt.Errorf("%w: %w", ErrNotReady, err)

@@ -87,6 +87,7 @@ func Write(c *net.UnixConn, data []byte, oob []byte) error {
 // caller passed in. io.EOF means the peer closed the connection.
 func Read(c *net.UnixConn, p, oob []byte, fds []int) (int, []int, error) {
 	n, oobn, flags, _, err := c.ReadMsgUnix(p, oob)
+	n, oobn = max(n, 0), max(oobn, 0) // -1 on some errors
 	before := len(fds)
 	fds, perr := appendFds(fds, oob[:oobn])
 	if perr == nil && flags&unix.MSG_CTRUNC != 0 {
