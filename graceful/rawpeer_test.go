@@ -26,6 +26,12 @@ func newRawPeer(c *net.UnixConn) *rawPeer {
 	return &rawPeer{c: c, oob: make([]byte, fdpass.OOBSize)}
 }
 
+// close closes the connection and any descriptor still queued.
+func (p *rawPeer) close() {
+	p.c.Close()
+	fdpass.CloseAll(p.dec.TakeFds())
+}
+
 // send writes b with fds attached to its first byte.
 func (p *rawPeer) send(b []byte, fds ...int) {
 	GinkgoHelper()

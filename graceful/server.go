@@ -109,13 +109,14 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Close stops accepting, ends sessions in progress and waits for them.
+// Calling it again does nothing.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	s.closed = true
 	var err error
-	if s.ln != nil {
+	if s.ln != nil && !s.closed {
 		err = s.ln.Close()
 	}
+	s.closed = true
 	for c := range s.conns {
 		c.Close()
 	}

@@ -1,0 +1,218 @@
+package graceful_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/graceful/wire"
+)
+
+// dialRaw connects a hand-played receiver to a server at addr.
+func dialRaw(addr string) *rawPeer {
+	GinkgoHelper()
+	c, err := net.Dial("unix", addr)
+	Expect(err).NotTo(HaveOccurred())
+	p := newRawPeer(c.(*net.UnixConn))
+	DeferCleanup(p.close)
+	return p
+}
+
+// readSet plays a receiver through END and returns the count.
+func readSet(p *rawPeer) uint32 {
+	GinkgoHelper()
+	p.expect(wire.TypeWelcome)
+	for {
+		f, err := p.next()
+		Expect(err).NotTo(HaveOccurred())
+		switch f.Header.Type {
+		case wire.TypeBatch:
+		case wire.TypeEnd:
+			n, err := wire.ParseCount(f.Payload)
+			Expect(err).NotTo(HaveOccurred())
+			return n
+		default:
+			Fail("unexpected " + f.Header.Type.String())
+		}
+	}
+}
+
+var _ = Describe("a sender facing a broken or unwelcome receiver", func() {
+	var (
+		ln       net.Listener
+		srv      *graceful.Server
+		addr     string
+		done     <-chan error
+		sessions int
+	)
+	BeforeEach(func() {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(ln.Close)
+		sessions = 0
+		srv = &graceful.Server{
+			Handler: graceful.SequenceHandler(
+				graceful.CallbackHandler(func() { sessions++ }),
+				graceful.ListenerHandler(ln, nil),
+			),
+			Timeout:      time.Second,
+			ReadyTimeout: time.Second,
+		}
+	})
+	JustBeforeEach(func() { addr, done = serve(srv) })
+
+	DescribeTable("answers a bad HELLO with an ERROR and sends nothing",
+		func(code wire.Code, want error, frame func() []byte) {
+			p := dialRaw(addr)
+			p.send(frame())
+			p.expectError(code)
+			p.expectClosed()
+			Eventually(done).Should(Receive(MatchError(want)))
+			Expect(sessions).To(BeZero())
+		},
+		Entry("wrong magic", wire.CodeMalformed, graceful.ErrMalformed, func() []byte {
+			b := hello()
+			copy(b[wire.HeaderSize:], "NOTMAGIC")
+			return b
+		}),
+		Entry("versions it does not speak", wire.CodeUnsupportedVersion, graceful.ErrUnsupportedVersion, func() []byte {
+			return wire.AppendHello(nil, wire.Hello{MinVersion: 2, MaxVersion: 5})
+		}),
+		Entry("an inverted range", wire.CodeUnsupportedVersion, graceful.ErrUnsupportedVersion, func() []byte {
+			return wire.AppendHello(nil, wire.Hello{MinVersion: 1, MaxVersion: 0})
+		}),
+		Entry("not a HELLO", wire.CodeMalformed, graceful.ErrMalformed, func() []byte {
+			return wire.AppendCount(nil, wire.TypeAck, 0)
+		}),
+	)
+
+	It("negotiates version 1 with a receiver that also speaks later versions", func() {
+		p := dialRaw(addr)
+		p.send(wire.AppendHello(nil, wire.Hello{MinVersion: 1, MaxVersion: 7}))
+		f := p.expect(wire.TypeWelcome)
+		v, err := wire.ParseWelcome(f.Payload)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(v).To(Equal(uint16(1)))
+	})
+
+	Context("with a policy that refuses the peer", func() {
+		BeforeEach(func() {
+			srv.Authorize = func(uid int) error {
+				if uid == os.Geteuid() {
+					return errors.New("not today")
+				}
+				return nil
+			}
+		})
+		It("refuses it with UNAUTHORIZED and sends nothing", func() {
+			p := dialRaw(addr)
+			p.send(hello())
+			p.expectError(wire.CodeUnauthorized)
+			p.expectClosed()
+			Eventually(done).Should(Receive(MatchError(graceful.ErrUnauthorized)))
+			Expect(sessions).To(BeZero())
+
+			err := graceful.Receive(addr, func(fd int, _ io.Reader) error { return nil })
+			Expect(err).To(MatchError(graceful.ErrUnauthorized))
+		})
+	})
+
+	It("fails the session on a wrong ACK count, and keeps serving the next receiver", func() {
+		p := dialRaw(addr)
+		p.send(hello())
+		Expect(readSet(p)).To(Equal(uint32(1)))
+		p.send(wire.AppendCount(nil, wire.TypeAck, 2))
+		Eventually(done).Should(Receive(MatchError(graceful.ErrMalformed)))
+
+		var set []got
+		Expect(graceful.Receive(addr, collect(&set))).To(Succeed())
+		Eventually(done).Should(Receive(BeNil()))
+		Expect(set).To(HaveLen(1))
+	})
+
+	It("reports a receiver that closes after ACK without READY as not ready", func() {
+		p := dialRaw(addr)
+		p.send(hello())
+		Expect(readSet(p)).To(Equal(uint32(1)))
+		p.send(wire.AppendCount(nil, wire.TypeAck, 1))
+		p.c.Close()
+		Eventually(done).Should(Receive(MatchError(graceful.ErrNotReady)))
+	})
+
+	It("gives up on a receiver that never says READY, at the deadline", func() {
+		p := dialRaw(addr)
+		p.send(hello())
+		Expect(readSet(p)).To(Equal(uint32(1)))
+		p.send(wire.AppendCount(nil, wire.TypeAck, 1))
+		Eventually(done).WithTimeout(5 * time.Second).Should(Receive(MatchError(os.ErrDeadlineExceeded)))
+	})
+
+	It("gives up on a receiver that never says HELLO, at the deadline", func() {
+		dialRaw(addr)
+		Eventually(done).WithTimeout(5 * time.Second).Should(Receive(MatchError(os.ErrDeadlineExceeded)))
+	})
+
+	It("tells the receiver of a rejected set, and reports it", func() {
+		err := graceful.Receive(addr, func(fd int, _ io.Reader) error {
+			os.NewFile(uintptr(fd), "refused").Close()
+			return errors.New("no thanks")
+		})
+		Expect(err).To(MatchError(graceful.ErrRejected))
+		Eventually(done).Should(Receive(MatchError(graceful.ErrRejected)))
+	})
+
+	It("closes descriptors a receiver sends it", func() {
+		p := dialRaw(addr)
+		p.send(wire.AppendBatch(nil, records(3)), pipeFds(3)...)
+		p.expectError(wire.CodeMalformed)
+		Eventually(done).Should(Receive(MatchError(graceful.ErrMalformed)))
+	})
+
+	It("answers a second receiver with BUSY while a session runs", func() {
+		first := dialRaw(addr)
+		first.send(hello())
+		first.expect(wire.TypeWelcome)
+
+		second := dialRaw(addr)
+		second.send(hello())
+		second.expectError(wire.CodeBusy)
+		Eventually(done).Should(Receive(MatchError(graceful.ErrBusy)))
+
+		first.c.Close()
+		Eventually(done).Should(Receive(MatchError(graceful.ErrPeerClosed)))
+	})
+
+	Context("when metadata is too large", func() {
+		BeforeEach(func() {
+			srv.Handler = graceful.SequenceHandler(
+				graceful.ListenerHandler(ln, nil),
+				graceful.ListenerHandler(ln, graceful.Meta{"big": strings.Repeat("x", wire.MaxMetaSize)}),
+			)
+		})
+		It("fails the session with ErrMetaTooLarge rather than truncating, and the receiver gets nothing", func() {
+			calls := 0
+			err := graceful.Receive(addr, func(fd int, _ io.Reader) error { calls++; return nil })
+			Expect(err).To(MatchError(graceful.ErrSenderFailed))
+			Expect(calls).To(BeZero())
+			var serr error
+			Eventually(done).Should(Receive(&serr))
+			Expect(serr).To(MatchError(graceful.ErrMetaTooLarge))
+		})
+	})
+
+	It("ends a session in progress on Close", func() {
+		p := dialRaw(addr)
+		p.send(hello())
+		p.expect(wire.TypeWelcome)
+		Expect(srv.Close()).To(Succeed())
+		Eventually(done).Should(Receive(HaveOccurred()))
+	})
+})
