@@ -34,6 +34,10 @@ type frameConn struct {
 	oob     []byte
 	fds     []int // scratch for each read's descriptors
 	out     []byte
+	// exact makes every read stop at the end of the frame being read, for a
+	// session that leaves the connection to its caller afterwards: bytes
+	// of what follows (the peer's next HELLO) must stay in the socket.
+	exact bool
 }
 
 func newFrameConn(c net.Conn, timeout time.Duration) (*frameConn, error) {
@@ -64,7 +68,11 @@ func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
 		if ok {
 			return f, nil
 		}
-		n, fds, err := fdpass.Read(fc.c, fc.dec.Space(readSize), fc.oob, fc.fds[:0])
+		buf := fc.dec.Space(readSize)
+		if fc.exact {
+			buf = buf[:fc.dec.Need()]
+		}
+		n, fds, err := fdpass.Read(fc.c, buf, fc.oob, fc.fds[:0])
 		fc.dec.Commit(n)
 		fc.dec.AddFds(fds)
 		fc.fds = fds
@@ -83,13 +91,15 @@ func (fc *frameConn) nextControl(timeout time.Duration) (wire.Frame, error) {
 	return f, err
 }
 
-// readError names why a read failed. A clean close at a frame boundary is
-// io.EOF; the caller decides whether that boundary was allowed.
+// readError names why a read failed. A close at a frame boundary is io.EOF;
+// the caller decides whether that boundary was allowed. A reset there is a
+// close too: the peer closed with our next HELLO unread.
 func readError(err error, atBoundary bool) error {
+	closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 	switch {
-	case errors.Is(err, io.EOF) && atBoundary:
+	case closed && atBoundary:
 		return io.EOF
-	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+	case closed:
 		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
 	}
 	return protocolError(err)

@@ -57,7 +57,7 @@ func sendValue(dst net.Conn, v any, kind Kind, meta io.WriterTo) error {
 }
 
 func sendOne(dst net.Conn, write func(ResponseWriter) error) error {
-	cfg := senderConfig{readyTimeout: -1}
+	cfg := senderConfig{readyTimeout: -1, exact: true}
 	var werr error
 	err := serveSession(dst, cfg, func(_ net.Conn, w ResponseWriter) { werr = write(w) })
 	if werr != nil {

@@ -46,6 +46,7 @@ type senderConfig struct {
 	authorize    func(uid int) error
 	log          logger
 	busy         func() bool // reports whether another session holds the set
+	exact        bool        // read no byte past the session (see frameConn)
 }
 
 // sender implements ResponseWriter for one session.
@@ -141,6 +142,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 	if err != nil {
 		return err
 	}
+	fc.exact = cfg.exact
 	defer fc.clearDeadlines()
 	defer func() {
 		fc.closeQueued() // a receiver sends no descriptors: close any it did

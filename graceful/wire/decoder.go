@@ -70,6 +70,20 @@ func (d *Decoder) TakeFds() []int {
 	return fds
 }
 
+// Need is how many more bytes complete the next frame (its header first),
+// for a reader that must not read past it.
+func (d *Decoder) Need() int {
+	live := d.buf[d.start:]
+	if len(live) < HeaderSize {
+		return HeaderSize - len(live)
+	}
+	h, err := ParseHeader(live)
+	if err != nil {
+		return 1
+	}
+	return max(HeaderSize+int(h.Length)-len(live), 1)
+}
+
 // Next returns the next complete frame. ok is false when more bytes are
 // needed. A header is checked as soon as its 8 bytes are in, before its
 // payload is read (FRM-4).

@@ -1,0 +1,154 @@
+package graceful_test
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/gracefulfd/graceful/graceful"
+)
+
+var _ = Describe("sending on a connection of one's own", func() {
+	It("follows the original README: accept, write application data, then send listener and file", func() {
+		addr := socketAddr()
+		unixLn, err := net.Listen("unix", addr)
+		Expect(err).NotTo(HaveOccurred())
+		defer unixLn.Close()
+		tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		defer tcpLn.Close()
+		file, err := os.CreateTemp(GinkgoT().TempDir(), "state")
+		Expect(err).NotTo(HaveOccurred())
+		defer file.Close()
+
+		sent := make(chan error, 1)
+		go func() {
+			conn, err := unixLn.Accept()
+			if err != nil {
+				sent <- err
+				return
+			}
+			defer conn.Close()
+			if _, err := conn.Write([]byte("app-data\n")); err != nil {
+				sent <- err
+				return
+			}
+			if err := graceful.SendListenerTo(conn, tcpLn, nil); err != nil {
+				sent <- err
+				return
+			}
+			sent <- graceful.SendFileTo(conn, file, graceful.Meta{"name": file.Name()})
+		}()
+
+		conn, err := graceful.Dial(addr)
+		Expect(err).NotTo(HaveOccurred())
+		defer conn.Close()
+		data := make([]byte, len("app-data\n"))
+		Expect(conn.SetReadDeadline(time.Now().Add(5 * time.Second))).To(Succeed())
+		_, err = io.ReadFull(conn, data)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(data)).To(Equal("app-data\n"))
+
+		var set []got
+		Expect(graceful.ReceiveAllFrom(conn, collect(&set))).To(Succeed())
+		Eventually(sent).Should(Receive(BeNil()))
+		Expect(set).To(HaveLen(2))
+		Expect(set[0].id).To(Equal(identityOf(rawFd(tcpLn.(*net.TCPListener)))))
+		Expect(set[1].id).To(Equal(identityOf(int(file.Fd()))))
+		m, err := graceful.MetaFrom(bytes.NewReader(set[1].meta))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(m["name"]).To(Equal(file.Name()))
+	})
+
+	It("SendConnTo writes the connection to dst, not to itself", func() {
+		tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		defer tcpLn.Close()
+		tcpConn, err := net.Dial("tcp", tcpLn.Addr().String())
+		Expect(err).NotTo(HaveOccurred())
+		defer tcpConn.Close()
+
+		a, b := socketPair()
+		defer a.Close()
+		defer b.Close()
+		sent := make(chan error, 1)
+		go func() { sent <- graceful.SendConnTo(b, tcpConn, graceful.Meta{"peer": "x"}) }()
+		var set []got
+		Expect(graceful.ReceiveFrom(a, collect(&set))).To(Succeed())
+		Eventually(sent).Should(Receive(BeNil()))
+		Expect(set).To(HaveLen(1))
+		Expect(set[0].id).To(Equal(identityOf(rawFd(tcpConn.(*net.TCPConn)))))
+	})
+
+	It("Send dials a listening receiver; SendTo and SendPacketConnTo return only after the receiver acknowledged", func() {
+		addr := socketAddr()
+		ln, err := net.Listen("unix", addr)
+		Expect(err).NotTo(HaveOccurred())
+		defer ln.Close()
+		udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		defer udp.Close()
+		pipe := pipeFds(1)
+
+		var set []got
+		received := make(chan error, 1)
+		go func() {
+			defer GinkgoRecover()
+			conn, err := ln.Accept()
+			if err != nil {
+				received <- err
+				return
+			}
+			defer conn.Close()
+			received <- graceful.ReceiveAllFrom(conn, collect(&set))
+		}()
+
+		conn, err := graceful.Dial(addr)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(graceful.SendTo(conn, pipe[0], nil)).To(Succeed())
+		Expect(graceful.SendPacketConnTo(conn, udp, nil)).To(Succeed())
+		Expect(conn.Close()).To(Succeed())
+		Eventually(received).Should(Receive(BeNil()))
+		Expect(set).To(HaveLen(2))
+		Expect(set[0].id).To(Equal(identityOf(pipe[0])))
+		Expect(set[1].id).To(Equal(identityOf(rawFd(udp.(*net.UDPConn)))))
+
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				received <- err
+				return
+			}
+			defer conn.Close()
+			received <- graceful.ReceiveFrom(conn, collect(&set))
+		}()
+		Expect(graceful.Send(addr, pipe[0], graceful.Meta{})).To(Succeed())
+		Eventually(received).Should(Receive(BeNil()))
+		Expect(set).To(HaveLen(3))
+	})
+
+	It("ReceiveAllFrom fails with ErrPeerClosed when not even one set came", func() {
+		a, b := socketPair()
+		defer a.Close()
+		Expect(b.Close()).To(Succeed())
+		Expect(graceful.ReceiveAllFrom(a, func(int, io.Reader) error { return nil })).To(MatchError(graceful.ErrPeerClosed))
+	})
+
+	It("reports a value without a descriptor", func() {
+		a, b := socketPair()
+		defer a.Close()
+		defer b.Close()
+		fake, _ := net.Pipe()
+		defer fake.Close()
+		result := make(chan error, 1)
+		go func() { result <- graceful.SendConnTo(b, fake, nil) }()
+		err := graceful.ReceiveFrom(a, func(int, io.Reader) error { return nil })
+		Expect(err).To(MatchError(graceful.ErrSenderFailed))
+		Eventually(result).Should(Receive(MatchError(graceful.ErrNotFiler)))
+	})
+})
