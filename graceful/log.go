@@ -7,13 +7,19 @@ import (
 )
 
 // DebugLogger receives debug messages.
-type DebugLogger interface{ Debugf(format string, args ...any) }
+type DebugLogger interface {
+	Debugf(format string, args ...any)
+}
 
 // InfoLogger receives informational messages.
-type InfoLogger interface{ Infof(format string, args ...any) }
+type InfoLogger interface {
+	Infof(format string, args ...any)
+}
 
 // ErrorLogger receives error messages.
-type ErrorLogger interface{ Errorf(format string, args ...any) }
+type ErrorLogger interface {
+	Errorf(format string, args ...any)
+}
 
 // Logger is all three. The Logger fields of Client and Server take any
 // value: a *slog.Logger, or anything implementing some of DebugLogger,
