@@ -135,7 +135,7 @@ var _ = Describe("the example web server", func() {
 						return err
 					}
 					return unix.Kill(pid, 0) // gone once reaped
-				}).WithTimeout(30 * time.Second).Should(MatchError(unix.ESRCH), "pid %d", pid)
+				}).WithTimeout(30*time.Second).Should(MatchError(unix.ESRCH), "pid %d", pid)
 			}
 			Eventually(session).WithTimeout(30 * time.Second).Should(gexec.Exit())
 		})
