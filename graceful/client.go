@@ -185,7 +185,7 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 		return 0, err
 	}
 
-	f, err := fc.nextControl(fc.timeout)
+	f, err := fc.nextControl(wire.TypeWelcome, fc.timeout)
 	if err != nil {
 		return 0, err
 	}

@@ -38,6 +38,9 @@ type frameConn struct {
 	// session that leaves the connection to its caller afterwards: bytes
 	// of what follows (the peer's next HELLO) must stay in the socket.
 	exact bool
+	// expect is the frame type the session waits for: an exact read asks
+	// for all of it at once when its size is fixed.
+	expect wire.Type
 }
 
 func newFrameConn(c net.Conn, timeout time.Duration) (*frameConn, error) {
@@ -70,7 +73,11 @@ func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
 		}
 		buf := fc.dec.Space(readSize)
 		if fc.exact {
-			buf = buf[:fc.dec.Need()]
+			n := fc.dec.Need()
+			if size, ok := wire.FixedSize(fc.expect); ok {
+				n = max(n, size-fc.dec.Buffered())
+			}
+			buf = buf[:n]
 		}
 		n, fds, err := fdpass.Read(fc.c, buf, fc.oob, fc.fds[:0])
 		fc.dec.Commit(n)
@@ -84,7 +91,8 @@ func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
 
 // nextControl is next for frames that carry no descriptors: descriptors a
 // misbehaving peer attached to any frame are closed at once.
-func (fc *frameConn) nextControl(timeout time.Duration) (wire.Frame, error) {
+func (fc *frameConn) nextControl(expect wire.Type, timeout time.Duration) (wire.Frame, error) {
+	fc.expect = expect
 	f, err := fc.next(timeout)
 	fdpass.CloseAll(f.Fds)
 	f.Fds = nil

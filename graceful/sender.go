@@ -151,7 +151,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 		}
 	}()
 
-	f, err := fc.nextControl(fc.timeout)
+	f, err := fc.nextControl(wire.TypeHello, fc.timeout)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: closed before HELLO", ErrPeerClosed)
@@ -185,7 +185,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 		return err
 	}
 
-	f, err = fc.nextControl(fc.timeout)
+	f, err = fc.nextControl(wire.TypeAck, fc.timeout)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: closed before ACK", ErrPeerClosed)
@@ -211,7 +211,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 		return nil
 	}
 
-	f, err = fc.nextControl(cfg.readyTimeout)
+	f, err = fc.nextControl(wire.TypeReady, cfg.readyTimeout)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, ErrPeerClosed) {
 			return fmt.Errorf("%w: %w", ErrNotReady, err)

@@ -274,6 +274,60 @@ var _ = Describe("Decoder", func() {
 		Expect(f.Payload).To(Equal([]byte{0, 0, 0, 3}))
 	})
 
+	Describe("Need", func() {
+		It("counts the bytes missing from the header, then from the payload", func() {
+			end := wire.AppendCount(nil, wire.TypeEnd, 3)
+			Expect(d.Need()).To(Equal(8))
+			d.Write(end[:3])
+			Expect(d.Need()).To(Equal(5))
+			d.Write(end[3:8])
+			Expect(d.Need()).To(Equal(4))
+			d.Write(end[8:10])
+			Expect(d.Need()).To(Equal(2))
+			d.Write(end[10:])
+			f, ok, err := d.Next()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(f.Header.Type).To(Equal(wire.TypeEnd))
+			Expect(d.Need()).To(Equal(8))
+		})
+
+		It("lets a reader take a stream exactly frame by frame, never reading past one", func() {
+			pieces := session()
+			var stream []byte
+			fdsAt := map[int][]int{}
+			for _, p := range pieces {
+				fdsAt[len(stream)] = p.fds
+				stream = append(stream, p.frame...)
+			}
+			var got []decoded
+			for fed := 0; fed < len(stream); {
+				n := d.Need()
+				Expect(n).To(BeNumerically(">", 0))
+				Expect(fed+n).To(BeNumerically("<=", len(stream)), "Need asks for bytes past the stream's last frame")
+				d.Write(stream[fed : fed+n])
+				for off := fed; off < fed+n; off++ {
+					d.AddFds(fdsAt[off])
+				}
+				fed += n
+				f, ok, err := d.Next()
+				Expect(err).NotTo(HaveOccurred())
+				if ok {
+					Expect(d.Buffered()).To(BeZero(), "bytes of the next frame were read with %v", f.Header)
+					got = append(got, decoded{Header: f.Header, Payload: bytes.Clone(f.Payload), Fds: f.Fds})
+				}
+			}
+			Expect(got).To(Equal(expectedFrames(pieces)))
+		})
+
+		It("asks for at least one byte behind a bad header, so that the reader goes on to the error", func() {
+			d.Write(header(6, 1, 0, 0))
+			Expect(d.Need()).To(BeNumerically(">=", 1))
+			_, _, err := d.Next()
+			expectRejected(err, wire.ErrMalformed)
+		})
+	})
+
 	Describe("checks a header as soon as its 8 bytes are in (FRM-4)", func() {
 		DescribeTable("before any payload", func(h []byte, want error) {
 			d.Write(h[:7])

@@ -125,13 +125,14 @@ func checkFrame(t *testing.T, fr wire.Frame) {
 }
 
 // checkWaiting checks a Decoder that asks for more bytes: no complete
-// frame is left in what it holds, and not more than 252 descriptors wait
-// (RCV-3).
+// frame is left in what it holds, Need counts exactly the bytes missing
+// from the next frame, and not more than 252 descriptors wait (RCV-3).
 func checkWaiting(t *testing.T, d *wire.Decoder, unread []byte) {
 	t.Helper()
 	if d.Buffered() != len(unread) {
 		t.Fatalf("Buffered() = %d, want %d", d.Buffered(), len(unread))
 	}
+	want := wire.HeaderSize - len(unread)
 	if len(unread) >= wire.HeaderSize {
 		h, err := wire.ParseHeader(unread)
 		if err != nil {
@@ -140,6 +141,10 @@ func checkWaiting(t *testing.T, d *wire.Decoder, unread []byte) {
 		if wire.HeaderSize+int(h.Length) <= len(unread) {
 			t.Fatalf("waits for more bytes with a whole %v frame buffered", h)
 		}
+		want = wire.HeaderSize + int(h.Length) - len(unread)
+	}
+	if d.Need() != want {
+		t.Fatalf("Need() = %d with %d bytes of the frame buffered, want %d", d.Need(), len(unread), want)
 	}
 	if d.Queued() > wire.MaxFdsPerBatch {
 		t.Fatalf("%d descriptors queued without an error (RCV-3)", d.Queued())

@@ -177,6 +177,13 @@ func ParseHeader(b []byte) (Header, error) {
 	return h, nil
 }
 
+// FixedSize is the whole size of a frame of type t, header included, for
+// the types whose payload has a fixed length.
+func FixedSize(t Type) (int, bool) {
+	n, ok := fixedLength(t)
+	return HeaderSize + int(n), ok
+}
+
 func fixedLength(t Type) (uint32, bool) {
 	switch t {
 	case TypeHello:
