@@ -77,7 +77,7 @@ func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
 			if size, ok := wire.FixedSize(fc.expect); ok {
 				n = max(n, size-fc.dec.Buffered())
 			}
-			buf = buf[:n]
+			buf = buf[:min(n, len(buf))]
 		}
 		n, fds, err := fdpass.Read(fc.c, buf, fc.oob, fc.fds[:0])
 		fc.dec.Commit(n)

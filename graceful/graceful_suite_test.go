@@ -34,9 +34,10 @@ var _ = BeforeSuite(func() {
 // Every spec must leave the descriptors and goroutines it found.
 var _ = BeforeEach(func() {
 	before := openFds()
+	running := goleak.IgnoreCurrent()
 	DeferCleanup(func() {
 		Eventually(openFds).WithTimeout(5*time.Second).Should(Equal(before), "descriptors leaked")
-		Expect(goleak.Find(goleak.IgnoreCurrent())).To(Succeed())
+		Eventually(func() error { return goleak.Find(running) }).WithTimeout(5 * time.Second).Should(Succeed())
 	})
 }, OncePerOrdered)
 

@@ -96,7 +96,7 @@ var _ = Describe("a receiver facing a broken sender", func() {
 			h := wire.AppendHeader(nil, wire.Header{Type: wire.TypeBatch, NFds: 1, Length: wire.MaxPayload + 1})
 			p.send(append(b, h...), pipeFds(2)...)
 		}),
-		Entry("a record with metadata over 64 KiB", graceful.ErrMetaTooLarge, wire.CodeTooLarge, func(p *rawPeer) {
+		Entry("a record with metadata over 64 KiB", graceful.ErrMalformed, wire.CodeMalformed, func(p *rawPeer) {
 			b := wire.AppendWelcome(nil, 1)
 			meta := make([]byte, wire.MaxMetaSize+1)
 			b = wire.AppendHeader(b, wire.Header{Type: wire.TypeBatch, NFds: 1, Length: uint32(wire.RecordOverhead + len(meta))})

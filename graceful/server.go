@@ -64,11 +64,19 @@ func Serve(ln net.Listener, h Handler) error {
 // reached, and atomically replaces whatever socket file was at addr: a new
 // generation can listen while the old one still serves its own copy.
 func (s *Server) ListenAndServe(addr string) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
 	ln, err := listenPrivate(addr)
 	if err != nil {
+		s.mu.Unlock()
 		return err
 	}
-	return s.Serve(ln)
+	s.ln = ln
+	s.mu.Unlock()
+	return s.accept(ln)
 }
 
 // Serve accepts receivers on ln until Close, and closes ln then. It
@@ -82,6 +90,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.ln = ln
 	s.mu.Unlock()
+	return s.accept(ln)
+}
+
+func (s *Server) accept(ln net.Listener) error {
 	log := logger{s.Logger}
 	for {
 		conn, err := ln.Accept()

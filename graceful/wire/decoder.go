@@ -35,7 +35,9 @@ func (d *Decoder) Space(min int) []byte {
 			copy(d.buf, d.buf[d.start:])
 			d.buf = d.buf[:live]
 		} else {
-			grown := make([]byte, live, live+min)
+			// Doubling keeps a large frame read in small pieces from being
+			// copied once per read.
+			grown := make([]byte, live, max(live+min, 2*cap(d.buf)))
 			copy(grown, d.buf[d.start:])
 			d.buf = grown
 		}

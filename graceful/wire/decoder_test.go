@@ -510,7 +510,7 @@ var _ = Describe("Decoder", func() {
 			Expect(f.Payload).To(Equal(err2[wire.HeaderSize:]))
 		})
 
-		It("grows geometrically: a 1 MiB frame read in small pieces is not copied once per read", func() {
+		It("grows geometrically: a frame near 1 MiB read in small pieces is not copied once per read", func() {
 			// As the receiver reads: Space(16 KiB) before each read, a
 			// short read into it. Growing by exactly what is asked copies
 			// the whole buffer on every read, quadratic in the frame size.

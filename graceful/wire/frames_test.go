@@ -154,6 +154,39 @@ var _ = Describe("frame layouts (FRM-1: big-endian, exactly as section 3)", func
 	})
 })
 
+var _ = Describe("FixedSize", func() {
+	DescribeTable("is the whole size of each frame type whose payload is fixed",
+		func(t wire.Type, frame []byte) {
+			size, ok := wire.FixedSize(t)
+			Expect(ok).To(BeTrue())
+			Expect(size).To(Equal(len(frame)))
+		},
+		Entry("HELLO: 20", wire.TypeHello, wire.AppendHello(nil, wire.Hello{MinVersion: 1, MaxVersion: 1})),
+		Entry("WELCOME: 10", wire.TypeWelcome, wire.AppendWelcome(nil, 1)),
+		Entry("END: 12", wire.TypeEnd, wire.AppendCount(nil, wire.TypeEnd, 1)),
+		Entry("ACK: 12", wire.TypeAck, wire.AppendCount(nil, wire.TypeAck, 1)),
+		Entry("READY: 8", wire.TypeReady, wire.AppendReady(nil)),
+	)
+
+	It("gives the spec's sizes", func() {
+		for t, want := range map[wire.Type]int{wire.TypeHello: 20, wire.TypeWelcome: 10, wire.TypeEnd: 12, wire.TypeAck: 12, wire.TypeReady: 8} {
+			size, ok := wire.FixedSize(t)
+			Expect(ok).To(BeTrue(), "%v", t)
+			Expect(size).To(Equal(want), "%v", t)
+		}
+	})
+
+	DescribeTable("says no for the others", func(t wire.Type) {
+		_, ok := wire.FixedSize(t)
+		Expect(ok).To(BeFalse())
+	},
+		Entry("BATCH", wire.TypeBatch),
+		Entry("ERROR", wire.TypeError),
+		Entry("type 0", wire.Type(0)),
+		Entry("type 8", wire.Type(8)),
+	)
+})
+
 var _ = Describe("round trips", func() {
 	DescribeTable("HELLO", func(h wire.Hello) {
 		hd, p := splitFrame(appended(func(b []byte) []byte { return wire.AppendHello(b, h) }))

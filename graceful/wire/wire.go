@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Version is the protocol version this package implements.
@@ -242,11 +243,15 @@ func AppendReady(b []byte) []byte {
 }
 
 // AppendError appends a complete ERROR frame; a message over MaxErrorText
-// bytes is cut (it is for logs only).
+// bytes is cut at a rune boundary (it is for logs only).
 func AppendError(b []byte, e ErrorFrame) []byte {
 	msg := e.Message
 	if len(msg) > MaxErrorText {
-		msg = msg[:MaxErrorText]
+		cut := MaxErrorText
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut]
 	}
 	b = AppendHeader(b, Header{Type: TypeError, Length: uint32(4 + len(msg))})
 	b = binary.BigEndian.AppendUint16(b, uint16(e.Code))
@@ -354,7 +359,7 @@ func ParseBatch(p []byte, n int) ([]Record, error) {
 		case flags&^1 != 0:
 			return nil, malformed("record %d: unknown flags %#x", i, flags)
 		case size > MaxMetaSize:
-			return nil, fmt.Errorf("%w: record %d: metadata of %d bytes, limit %d", ErrTooLarge, i, size, MaxMetaSize)
+			return nil, malformed("record %d: metadata of %d bytes, limit %d", i, size, MaxMetaSize)
 		case flags == 0 && size != 0:
 			return nil, malformed("record %d: %d metadata bytes without HAS_META", i, size)
 		case uint64(size) > uint64(len(p)):

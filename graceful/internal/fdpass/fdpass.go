@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 	"unsafe"
 
@@ -27,8 +28,10 @@ const MaxFds = 252
 var ErrTruncated = errors.New("control data truncated (MSG_CTRUNC)")
 
 // OOBSize is a control buffer that holds one more descriptor than a
-// conforming peer sends, so that a too-large message shows as truncation.
-var OOBSize = unix.CmsgSpace((MaxFds + 1) * 4)
+// conforming peer sends, so that a too-large message shows as truncation,
+// plus room for the messages the kernel adds beside SCM_RIGHTS when the
+// socket asks for them (SO_PASSCRED, SO_PASSPIDFD on Linux).
+var OOBSize = unix.CmsgSpace((MaxFds+1)*4) + extraOOB
 
 // RawFd returns the descriptor behind c without dup and without touching its
 // blocking mode, as (*os.File).Fd would. The caller keeps c alive and open
@@ -53,8 +56,9 @@ func AppendRights(b []byte, fds []int) []byte {
 	}
 	start := len(b)
 	space := unix.CmsgSpace(len(fds) * 4)
-	b = append(b, make([]byte, space)...)
+	b = slices.Grow(b, space)[:start+space]
 	msg := b[start:]
+	clear(msg)
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&msg[0]))
 	h.Level = unix.SOL_SOCKET
 	h.Type = unix.SCM_RIGHTS
@@ -113,11 +117,13 @@ func appendFds(fds []int, oob []byte) ([]int, error) {
 			CloseAll(fds[before:])
 			return fds[:before], fmt.Errorf("control message of length %d in %d bytes", l, len(oob))
 		}
+		data := oob[hdr:l]
 		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
-			data := oob[hdr:l]
 			for i := 0; i+4 <= len(data); i += 4 {
 				fds = append(fds, int(*(*int32)(unsafe.Pointer(&data[i]))))
 			}
+		} else {
+			closeCarried(h, data)
 		}
 		next := unix.CmsgSpace(l - hdr)
 		if next > len(oob) {

@@ -2,9 +2,22 @@ package fdpass
 
 import (
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// extraOOB is room for SCM_CREDENTIALS, which comes before SCM_RIGHTS, and
+// SCM_PIDFD, which comes after.
+var extraOOB = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(4)
+
+// closeCarried closes the descriptor of a control message other than
+// SCM_RIGHTS (TRN-6): SCM_PIDFD, sent when the socket has SO_PASSPIDFD.
+func closeCarried(h *unix.Cmsghdr, data []byte) {
+	if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_PIDFD && len(data) >= 4 {
+		unix.Close(int(*(*int32)(unsafe.Pointer(&data[0]))))
+	}
+}
 
 func peerUID(fd int) (int, error) {
 	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
