@@ -238,10 +238,18 @@ func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err
 	}
 	switch {
 	case mode == benchConn && impl == benchFloor:
-		go func() { served <- benchFloorServe(int(sock.Fd()), fds); sock.Close() }()
+		go func() {
+			err := benchFloorServe(int(sock.Fd()), fds)
+			sock.Close()
+			served <- err
+		}()
 		return finish, nil
 	case mode == benchDial && impl == benchFloor:
-		go func() { served <- benchFloorAccept(int(sock.Fd()), fds); sock.Close() }()
+		go func() {
+			err := benchFloorAccept(int(sock.Fd()), fds)
+			sock.Close()
+			served <- err
+		}()
 		return func() error {
 			unix.Shutdown(int(sock.Fd()), unix.SHUT_RDWR) // wakes the blocked accept4
 			return finish()
@@ -252,7 +260,11 @@ func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err
 		if err != nil {
 			return nil, err
 		}
-		go func() { served <- benchGracefulSendLoop(c, fds); c.Close() }()
+		go func() {
+			err := benchGracefulSendLoop(c, fds)
+			c.Close()
+			served <- err
+		}()
 		return finish, nil
 	default: // dial, graceful
 		l, err := net.FileListener(sock)

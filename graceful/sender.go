@@ -153,10 +153,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 
 	f, err := fc.nextControl(wire.TypeHello, fc.timeout)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: closed before HELLO", ErrPeerClosed)
-		}
-		return err
+		return stepError("HELLO", fc.timeout, err)
 	}
 	if f.Header.Type != wire.TypeHello {
 		return fmt.Errorf("%w: %v where HELLO was due", ErrMalformed, f.Header.Type)
@@ -187,10 +184,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 
 	f, err = fc.nextControl(wire.TypeAck, fc.timeout)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: closed before ACK", ErrPeerClosed)
-		}
-		return err
+		return stepError("ACK", fc.timeout, err)
 	}
 	switch f.Header.Type {
 	case wire.TypeAck:
@@ -213,15 +207,24 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 
 	f, err = fc.nextControl(wire.TypeReady, cfg.readyTimeout)
 	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, ErrPeerClosed) {
-			return fmt.Errorf("%w: %w", ErrNotReady, err)
-		}
-		return err
+		return fmt.Errorf("%w: %w", ErrNotReady, stepError("READY", cfg.readyTimeout, err))
 	}
 	if f.Header.Type != wire.TypeReady {
 		return fmt.Errorf("%w: %v where READY was due", ErrMalformed, f.Header.Type)
 	}
 	return nil
+}
+
+// stepError says which frame the sender was waiting for when the peer went
+// away or the deadline passed.
+func stepError(frame string, timeout time.Duration, err error) error {
+	switch {
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: closed before %s", ErrPeerClosed, frame)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("no %s within %v: %w", frame, timeout, err)
+	}
+	return err
 }
 
 // authorize applies the user's policy, or by default requires the peer to
