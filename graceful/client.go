@@ -62,7 +62,9 @@ func ReceiveAllFrom(conn net.Conn, cb ReceiveCallback) error {
 }
 
 // Ready tells the sender at the other end of conn that the descriptors it
-// sent are in use, so that it may stop.
+// sent are in use, so that it may stop. An error means the sender did not
+// hear it (it may not have waited): the descriptors received are still the
+// caller's.
 func Ready(conn net.Conn) error { return defaultClient.Ready(conn) }
 
 // Dial connects to the unix socket at addr.

@@ -210,7 +210,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 		return fmt.Errorf("%w: %w", ErrNotReady, stepError("READY", cfg.readyTimeout, err))
 	}
 	if f.Header.Type != wire.TypeReady {
-		return fmt.Errorf("%w: %v where READY was due", ErrMalformed, f.Header.Type)
+		return fmt.Errorf("%w: %v where READY was due", ErrNotReady, f.Header.Type)
 	}
 	return nil
 }
