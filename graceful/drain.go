@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -82,7 +83,7 @@ func (d *HTTPDrainer) Serve(ln net.Listener) error {
 	d.serving.Add(1)
 	d.mu.Unlock()
 	defer d.serving.Done()
-	err := d.srv.Serve(ln)
+	err := d.srv.Serve(drainListener{ln})
 	if d.isDraining() {
 		return nil
 	}
@@ -124,7 +125,7 @@ func (d *HTTPDrainer) Drain(ctx context.Context) error {
 		left, changed := len(d.conns), d.changed
 		for c, info := range d.conns {
 			if info.state == http.StateIdle && time.Since(info.since) >= grace {
-				c.Close()
+				closeIfIdle(c)
 			}
 		}
 		d.mu.Unlock()
@@ -157,6 +158,9 @@ func (d *HTTPDrainer) track(c net.Conn, st http.ConnState) {
 	default:
 		d.conns[c] = connInfo{state: st, since: time.Now()}
 	}
+	if dc, ok := c.(*drainConn); ok && st == http.StateIdle {
+		dc.state.Store(connIdle)
+	}
 	close(d.changed)
 	d.changed = make(chan struct{})
 }
@@ -172,5 +176,52 @@ func (d *HTTPDrainer) closeAll() {
 	defer d.mu.Unlock()
 	for c := range d.conns {
 		c.Close()
+	}
+}
+
+// An idle keep-alive connection can receive a request at the very moment
+// the drainer closes it: the server would read it, fail to answer, and the
+// client would retry a request that was already handled. drainConn closes
+// that window: the drainer closes only a connection it can move from idle
+// to closing, and a read that returns bytes first moves it to active, or
+// drops them when the drainer won (so the request is never handled, and the
+// client's retry is its only execution).
+const (
+	connActive int32 = iota
+	connIdle
+	connClosing
+)
+
+type drainListener struct{ net.Listener }
+
+func (l drainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &drainConn{Conn: c}, nil
+}
+
+type drainConn struct {
+	net.Conn
+	state atomic.Int32
+}
+
+func (c *drainConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() == connClosing {
+		return 0, net.ErrClosed
+	}
+	return n, err
+}
+
+func closeIfIdle(c net.Conn) {
+	dc, ok := c.(*drainConn)
+	if !ok {
+		c.Close()
+		return
+	}
+	if dc.state.CompareAndSwap(connIdle, connClosing) {
+		dc.Conn.Close()
 	}
 }
