@@ -1,0 +1,553 @@
+//go:build linux
+
+package generation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/control"
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/load"
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/proto"
+	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/harness"
+)
+
+// Fault modes: what a generation started with Config.Fault does wrong.
+const (
+	// FaultCrash: exit with ExitCrash right after acknowledging the set,
+	// before serving and before READY.
+	FaultCrash = "crash"
+	// FaultHang: acknowledge the set, then never serve nor say READY.
+	FaultHang = "hang"
+	// FaultKill: once the set has arrived, tell the supervisor (message
+	// control.Receiving) and wait, before acknowledging, to be killed.
+	FaultKill = "kill"
+)
+
+// Faults lists the fault modes.
+var Faults = []string{FaultCrash, FaultHang, FaultKill}
+
+// Exit codes of a generation.
+const (
+	ExitOK     = 0
+	ExitFailed = 1 // an error, printed on stderr
+	ExitUsage  = 2
+	ExitCrash  = 3 // FaultCrash did what it was asked
+	ExitHang   = 4 // FaultHang was never killed: it gave up after FaultWait
+)
+
+// FaultWait bounds how long a hung or waiting-to-be-killed generation
+// waits before giving up by itself.
+const FaultWait = time.Minute
+
+// Metadata keys and roles of the descriptors handed over.
+const (
+	metaRole    = "role"
+	metaNext    = "next"
+	metaCount   = "count"
+	metaPartial = "partial"
+	metaPath    = "path"
+
+	roleHTTP           = "http"
+	roleStreamListener = "stream-listener"
+	roleStream         = "stream"
+	roleUDP            = "udp"
+	roleLines          = "lines"
+)
+
+// Config is a generation's settings, from its command line.
+type Config struct {
+	Gen int
+	// From is the hand-off socket of the generation to take over from;
+	// empty for generation 0, which creates its descriptors.
+	From string
+	// At is the hand-off socket this generation offers its set on.
+	At string
+	// File is the shared append-only file.
+	File string
+	// Fault is "" or one of Faults.
+	Fault string
+	// ReadyTimeout bounds the wait for a successor's READY.
+	ReadyTimeout time.Duration
+	// Timeout bounds each step of a hand-off, and each drain step.
+	Timeout time.Duration
+	// LineWriters and LineRate (lines a second, each) shape the file load.
+	LineWriters int
+	LineRate    float64
+}
+
+// service is one generation of the demo service.
+type service struct {
+	cfg Config
+	ctl *harness.Control
+
+	httpLn, streamLn net.Listener
+	udp              net.PacketConn
+	lines            *lineWriters
+
+	served map[string]*atomic.Int64
+
+	http       *http.Server
+	drainer    *graceful.HTTPDrainer
+	httpDone   chan struct{}
+	acceptDone chan struct{}
+	udpStop    atomic.Bool
+	udpDone    chan struct{}
+
+	mu      sync.Mutex
+	streams []*stream
+
+	handoff     *graceful.Server
+	handoffDone chan struct{}
+	session     *session      // the hand-off in progress; guarded by mu
+	handedOff   chan struct{} // closed when a successor took over
+	handedOnce  sync.Once
+}
+
+// session is what a hand-off in progress paused.
+type session struct {
+	streams []*stream
+}
+
+func newService(cfg Config, ctl *harness.Control) *service {
+	s := &service{
+		cfg:       cfg,
+		ctl:       ctl,
+		served:    map[string]*atomic.Int64{},
+		handedOff: make(chan struct{}),
+	}
+	for _, name := range load.Names {
+		s.served[name] = new(atomic.Int64)
+	}
+	return s
+}
+
+// Run is the life of one generation: take over (or create) the
+// descriptors, serve, offer them to the next generation, and drain once it
+// took over or stop says so. It returns the exit code.
+func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
+	s := newService(cfg, ctl)
+	start := time.Now()
+	var conn *net.UnixConn
+	var err error
+	if cfg.From == "" {
+		err = s.create()
+	} else {
+		conn, err = s.receive(stop)
+	}
+	if err != nil {
+		return s.fail(err)
+	}
+	fds, err := harness.CountFDs(os.Getpid())
+	if err != nil {
+		return s.fail(err)
+	}
+	if err := s.send(control.Received, control.Message{Fds: fds}); err != nil {
+		return s.fail(err)
+	}
+
+	switch cfg.Fault {
+	case FaultCrash:
+		return ExitCrash
+	case FaultHang:
+		wait(stop, FaultWait)
+		return ExitHang
+	}
+
+	s.serve()
+	if conn != nil {
+		err := graceful.Ready(conn)
+		conn.Close()
+		if err != nil {
+			return s.fail(fmt.Errorf("say READY: %w", err))
+		}
+	}
+	readyMs := msSince(start)
+	s.serveStreamsAndLines()
+	if err := s.offer(); err != nil {
+		return s.fail(err)
+	}
+	msg := control.Message{
+		HTTPAddr: s.httpLn.Addr().String(), StreamAddr: s.streamLn.Addr().String(),
+		UDPAddr: s.udp.LocalAddr().String(), SessionMs: readyMs,
+	}
+	if err := s.send(control.Ready, msg); err != nil {
+		return s.fail(err)
+	}
+
+	select {
+	case <-s.handedOff:
+	case <-stop:
+	}
+	if err := s.drain(); err != nil {
+		return s.fail(err)
+	}
+	return ExitOK
+}
+
+func (s *service) send(typ string, m control.Message) error {
+	m.Type, m.Gen = typ, s.cfg.Gen
+	return s.ctl.Send(typ, m)
+}
+
+func (s *service) fail(err error) int {
+	fmt.Fprintf(os.Stderr, "restart-sim: generation %d: %v\n", s.cfg.Gen, err)
+	s.closeAll()
+	return ExitFailed
+}
+
+// create makes generation 0's descriptors.
+func (s *service) create() error {
+	var err error
+	if s.httpLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return err
+	}
+	if s.streamLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return err
+	}
+	if s.udp, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(s.cfg.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	s.lines = &lineWriters{file: f, gen: s.cfg.Gen, served: s.served[load.File], next: make([]uint64, s.cfg.LineWriters)}
+	return nil
+}
+
+// receive takes the set from the previous generation. It returns the
+// hand-off connection, on which READY is still to be said.
+func (s *service) receive(stop <-chan os.Signal) (*net.UnixConn, error) {
+	client := graceful.Client{Timeout: s.cfg.Timeout, CheckKinds: true}
+	conn, err := client.Dial(s.cfg.From)
+	if err != nil {
+		return nil, err
+	}
+	first := true
+	err = client.ReceiveFrom(conn, func(fd int, meta io.Reader) error {
+		if first && s.cfg.Fault == FaultKill {
+			unix.Close(fd)
+			if err := s.send(control.Receiving, control.Message{}); err != nil {
+				return err
+			}
+			wait(stop, FaultWait)
+			return errors.New("fault kill: was not killed")
+		}
+		first = false
+		return s.take(fd, meta)
+	})
+	if err == nil && (s.httpLn == nil || s.streamLn == nil || s.udp == nil || s.lines == nil) {
+		err = errors.New("the set misses a descriptor")
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("receive from %s: %w", s.cfg.From, err)
+	}
+	return conn, nil
+}
+
+// take is the receive callback: it wraps fd according to its role.
+func (s *service) take(fd int, r io.Reader) error {
+	meta := graceful.Meta{}
+	if r != nil {
+		if _, err := meta.ReadFrom(r); err != nil {
+			unix.Close(fd)
+			return err
+		}
+	}
+	var err error
+	switch role := meta[metaRole]; role {
+	case roleHTTP:
+		s.httpLn, err = graceful.FdListener(fd)
+	case roleStreamListener:
+		s.streamLn, err = graceful.FdListener(fd)
+	case roleUDP:
+		s.udp, err = graceful.FdPacketConn(fd)
+	case roleStream:
+		var c net.Conn
+		if c, err = graceful.FdConn(fd); err != nil {
+			return err
+		}
+		st, err := restoreStream(c, s.cfg.Gen, s.served[load.Stream], meta)
+		if err != nil {
+			c.Close()
+			return err
+		}
+		s.streams = append(s.streams, st)
+	case roleLines:
+		f := os.NewFile(uintptr(fd), meta[metaPath])
+		next, err := parseNext(meta[metaNext], s.cfg.LineWriters)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		s.lines = &lineWriters{file: f, gen: s.cfg.Gen, served: s.served[load.File], next: next}
+	default:
+		unix.Close(fd)
+		return fmt.Errorf("descriptor with unknown role %q", role)
+	}
+	return err
+}
+
+// serve starts what can run beside the old generation: HTTP and UDP on the
+// shared sockets, and accepting streams.
+func (s *service) serve() {
+	mux := http.NewServeMux()
+	mux.HandleFunc(proto.HTTPPath, func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if n := s.served[q.Get("c")]; n != nil {
+			n.Add(1)
+		}
+		io.WriteString(w, proto.HTTPBody(s.cfg.Gen, q.Get("id")))
+	})
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.Timeout, ErrorLog: log.New(io.Discard, "", 0)}
+	s.drainer = graceful.NewHTTPDrainer(s.http)
+	s.httpDone = make(chan struct{})
+	go func() {
+		defer close(s.httpDone)
+		s.drainer.Serve(s.httpLn)
+	}()
+
+	s.acceptDone = make(chan struct{})
+	go s.acceptStreams()
+	s.udpDone = make(chan struct{})
+	go s.serveUDP()
+}
+
+// serveStreamsAndLines starts what only one generation may do at a time:
+// reading the handed-over streams and writing lines. It runs once READY is
+// said, so that the old generation, paused since it sent the set, is the
+// only one to have touched them before.
+func (s *service) serveStreamsAndLines() {
+	s.mu.Lock()
+	for _, st := range s.streams {
+		go st.run()
+	}
+	s.mu.Unlock()
+	s.lines.start(s.cfg.LineRate)
+}
+
+func (s *service) acceptStreams() {
+	defer close(s.acceptDone)
+	for {
+		c, err := s.streamLn.Accept()
+		if err != nil {
+			return // closed: draining
+		}
+		st := newStream(c, s.cfg.Gen, s.served[load.Stream])
+		s.mu.Lock()
+		s.streams = append(s.streams, st)
+		s.mu.Unlock()
+		go st.run()
+	}
+}
+
+// serveUDP answers datagrams until stopUDP. A datagram read is always
+// answered: stopping only interrupts a read that is waiting, so whatever is
+// still queued stays in the shared socket for the next generation.
+func (s *service) serveUDP() {
+	defer close(s.udpDone)
+	buf := make([]byte, 64)
+	out := make([]byte, proto.UDPReplySize)
+	for {
+		n, addr, err := s.udp.ReadFrom(buf)
+		if err != nil {
+			if s.udpStop.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		reply, err := proto.UDPReply(out, buf[:n], s.cfg.Gen)
+		if err != nil {
+			continue
+		}
+		if _, err := s.udp.WriteTo(reply, addr); err == nil {
+			s.served[load.UDP].Add(1)
+		}
+	}
+}
+
+func (s *service) stopUDP() {
+	s.udpStop.Store(true)
+	s.udp.SetReadDeadline(time.Unix(1, 0))
+	<-s.udpDone
+	s.udp.Close()
+}
+
+// offer serves the hand-off socket for the next generation. The socket is
+// created in the supervisor's private (0700) directory and made 0600.
+func (s *service) offer() error {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.cfg.At, Net: "unix"})
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(s.cfg.At, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	s.handoff = &graceful.Server{
+		Handler:      graceful.HandlerFunc(s.handle),
+		Timeout:      s.cfg.Timeout,
+		ReadyTimeout: s.cfg.ReadyTimeout,
+		Done:         s.done,
+	}
+	s.handoffDone = make(chan struct{})
+	go func() {
+		defer close(s.handoffDone)
+		s.handoff.Serve(ln)
+	}()
+	return nil
+}
+
+// handle writes the whole set for a successor: both listeners, every
+// stream with its state, the UDP socket and the shared file. It pauses the
+// line writers and the streams first; done resumes or stops them.
+func (s *service) handle(conn net.Conn, w graceful.ResponseWriter) {
+	s.lines.mu.Lock() // released by done
+	sess := &session{}
+	s.mu.Lock()
+	live := s.streams[:0]
+	for _, st := range s.streams {
+		if st.pause(s.cfg.Timeout) {
+			live = append(live, st)
+		}
+	}
+	s.streams = live
+	sess.streams = append(sess.streams, live...)
+	s.session = sess
+	s.mu.Unlock()
+
+	hs := []graceful.Handler{
+		graceful.ListenerHandler(s.httpLn, graceful.Meta{metaRole: roleHTTP}),
+		graceful.ListenerHandler(s.streamLn, graceful.Meta{metaRole: roleStreamListener}),
+	}
+	for _, st := range sess.streams {
+		hs = append(hs, graceful.ConnHandler(st.conn, st.meta()))
+	}
+	hs = append(hs,
+		graceful.PacketConnHandler(s.udp, graceful.Meta{metaRole: roleUDP}),
+		graceful.FileHandler(s.lines.file, graceful.Meta{
+			metaRole: roleLines, metaPath: s.lines.file.Name(), metaNext: s.lines.formatNext(),
+		}))
+	graceful.SequenceHandler(hs...).Handle(conn, w)
+}
+
+// done ends a hand-off: on success the paused streams and writers stop for
+// good and the generation drains; on failure they carry on, and this
+// generation keeps serving (the rollback). A session that was refused
+// before handle ran (another one in progress, a peer not authorised)
+// paused nothing and changes nothing.
+func (s *service) done(err error) {
+	s.mu.Lock()
+	sess := s.session
+	if sess == nil || errors.Is(err, graceful.ErrBusy) {
+		s.mu.Unlock()
+		return
+	}
+	s.session = nil
+	s.mu.Unlock()
+
+	ok := err == nil
+	if ok {
+		s.lines.stopped = true
+	}
+	s.lines.mu.Unlock()
+	for _, st := range sess.streams {
+		st.proceed(!ok)
+	}
+	msg := control.Message{OK: ok}
+	if !ok {
+		msg.Err = err.Error()
+	}
+	if serr := s.send(control.Handoff, msg); serr != nil {
+		fmt.Fprintf(os.Stderr, "restart-sim: generation %d: %v\n", s.cfg.Gen, serr)
+	}
+	if ok {
+		s.handedOnce.Do(func() { close(s.handedOff) })
+	}
+}
+
+// drain stops this generation: line writers, streams (already handed over,
+// or ended by their clients at the end of a run), the stream listener, UDP,
+// then HTTP through the library's drainer, and the hand-off socket. It
+// reports the descriptors left open and what was served.
+func (s *service) drain() error {
+	s.lines.stop()
+	s.lines.file.Close()
+	s.mu.Lock()
+	streams := s.streams
+	s.streams = nil
+	s.mu.Unlock()
+	for _, st := range streams {
+		st.conn.Close()
+		<-st.done
+	}
+	s.streamLn.Close()
+	<-s.acceptDone
+	s.stopUDP()
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	drainErr := s.drainer.Drain(ctx)
+	<-s.httpDone
+	s.handoff.Close()
+	<-s.handoffDone
+
+	fds, err := harness.CountFDs(os.Getpid())
+	if err != nil {
+		return err
+	}
+	served := map[string]int64{}
+	for name, n := range s.served {
+		if v := n.Load(); v > 0 {
+			served[name] = v
+		}
+	}
+	msg := control.Message{Fds: fds, Served: served, LinesNext: s.lines.snapshot()}
+	if drainErr != nil {
+		msg.Err = "drain: " + drainErr.Error()
+	}
+	return s.send(control.Exit, msg)
+}
+
+// closeAll closes whatever this generation holds, on a failure.
+func (s *service) closeAll() {
+	for _, c := range []io.Closer{s.httpLn, s.streamLn, s.udp} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	if s.lines != nil {
+		s.lines.file.Close()
+	}
+	for _, st := range s.streams {
+		st.conn.Close()
+	}
+}
+
+// wait blocks until a signal comes or d passes.
+func wait(stop <-chan os.Signal, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-stop:
+	case <-t.C:
+	}
+}
+
+func msSince(t time.Time) float64 {
+	return float64(time.Since(t).Microseconds()) / 1000
+}

@@ -1,0 +1,132 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/proto"
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/report"
+)
+
+// HTTPLoad sends GET requests, each answered with the number of the
+// generation that served it.
+//
+// Requests are idempotent GETs, so on a reused keep-alive connection that
+// the server closed as the request went out, net/http retries the request
+// once on a new connection, as HTTP allows; such requests count as OK and
+// as retried.
+type HTTPLoad struct {
+	name      string
+	url       string
+	keepAlive bool
+	cfg       Config
+	series    report.Series
+	counts    counts
+}
+
+// NewHTTP returns an HTTP load against addr (host:port on loopback). With
+// keepAlive each client keeps one connection open; without, each request
+// opens a new one.
+func NewHTTP(cfg Config, addr string, keepAlive bool) (*HTTPLoad, error) {
+	if err := checkLoopback(addr); err != nil {
+		return nil, err
+	}
+	name := HTTP
+	if keepAlive {
+		name = KeepAlive
+	}
+	return &HTTPLoad{name: name, url: "http://" + addr + proto.HTTPPath, keepAlive: keepAlive, cfg: cfg}, nil
+}
+
+// Name is "http" or "keepalive".
+func (l *HTTPLoad) Name() string { return l.name }
+
+// Run runs the clients until ctx ends.
+func (l *HTTPLoad) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i := range l.cfg.clients() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.client(ctx, i)
+		}()
+	}
+	wg.Wait()
+}
+
+func (l *HTTPLoad) client(ctx context.Context, id int) {
+	transport := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: l.cfg.timeout()}).DialContext,
+		DisableKeepAlives:   !l.keepAlive,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     time.Minute,
+	}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: l.cfg.timeout()}
+	pace := newPacer(l.cfg.Rate)
+	defer pace.stop()
+	for n := int64(0); n < l.cfg.maxPerClient() && pace.wait(ctx); n++ {
+		l.request(client, fmt.Sprintf("%d-%d", id, n))
+	}
+}
+
+// request sends one request. It does not use the load's context: a request
+// that has started runs to its answer or its timeout.
+func (l *HTTPLoad) request(client *http.Client, id string) {
+	var attempts atomic.Int32
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { attempts.Add(1) }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+		http.MethodGet, l.url+"?id="+id+"&c="+l.name, nil)
+	if err != nil {
+		panic(err) // the URL is built above from a valid address
+	}
+	start := time.Now()
+	sample := report.Sample{At: start.Sub(l.cfg.Start), Gen: -1}
+	resp, err := client.Do(req)
+	if err == nil {
+		var body []byte
+		body, err = io.ReadAll(io.LimitReader(resp.Body, 256))
+		resp.Body.Close()
+		sample.Outcome = report.Wrong
+		if err == nil && resp.StatusCode == http.StatusOK {
+			if gen, got, perr := proto.ParseHTTPBody(string(body)); perr == nil && got == id {
+				sample.Outcome, sample.Gen = report.OK, int32(gen)
+			}
+		}
+	}
+	if err != nil {
+		sample.Outcome = report.Classify(err)
+	}
+	sample.Latency = time.Since(start)
+	l.series.Add(sample)
+	retried := int64(0)
+	if attempts.Load() > 1 {
+		retried = 1
+	}
+	l.counts.add(1, 0, 0, retried)
+}
+
+// Result is what the load saw.
+func (l *HTTPLoad) Result() report.Load { return l.counts.result(l.name, l.series.Samples()) }
+
+// Samples are the measured requests.
+func (l *HTTPLoad) Samples() []report.Sample { return l.series.Samples() }
+
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("load: address %q: %w", addr, err)
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%w: %q", ErrNotLoopback, addr)
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package load
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/proto"
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/report"
+)
+
+// lateGrace is how long a client waits, after its last request, for answers
+// that arrive after their timeout: they are not lost, only late.
+const lateGrace = 300 * time.Millisecond
+
+// UDPLoad sends numbered datagrams, one outstanding per client, and waits
+// for each answer. A datagram with no answer within the timeout fails with
+// "timeout"; one never answered at all, not even late, is lost; an answer
+// that comes twice is duplicated.
+type UDPLoad struct {
+	addr   string
+	cfg    Config
+	series report.Series
+	counts counts
+}
+
+// NewUDP returns a UDP load against addr (host:port on loopback).
+func NewUDP(cfg Config, addr string) (*UDPLoad, error) {
+	if err := checkLoopback(addr); err != nil {
+		return nil, err
+	}
+	return &UDPLoad{addr: addr, cfg: cfg}, nil
+}
+
+// Name is "udp".
+func (l *UDPLoad) Name() string { return UDP }
+
+// Run runs the clients until ctx ends.
+func (l *UDPLoad) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i := range l.cfg.clients() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.client(ctx, uint32(i))
+		}()
+	}
+	wg.Wait()
+}
+
+// udpClient is one client's bookkeeping: which datagrams were answered,
+// and how often.
+type udpClient struct {
+	id      uint32
+	conn    net.Conn
+	answers map[uint64]int
+	buf     []byte
+	// lastSeq and lastGen describe the last answer read.
+	lastSeq uint64
+	lastGen int
+}
+
+func (l *UDPLoad) client(ctx context.Context, id uint32) {
+	conn, err := net.DialTimeout("udp", l.addr, l.cfg.timeout())
+	if err != nil {
+		l.series.Add(report.Sample{At: since(l.cfg.Start), Gen: -1, Outcome: report.Classify(err)})
+		l.counts.add(1, 1, 0, 0)
+		return
+	}
+	defer conn.Close()
+	c := &udpClient{id: id, conn: conn, answers: map[uint64]int{}, buf: make([]byte, 64)}
+	pace := newPacer(l.cfg.Rate)
+	defer pace.stop()
+	req := make([]byte, proto.UDPRequestSize)
+	sent := uint64(0)
+	for ; int64(sent) < l.cfg.maxPerClient() && pace.wait(ctx); sent++ {
+		proto.PutUDPRequest(req, id, sent)
+		start := time.Now()
+		sample := report.Sample{At: start.Sub(l.cfg.Start), Gen: -1}
+		_, err := conn.Write(req)
+		if err == nil {
+			var gen int
+			gen, err = c.await(sent, start.Add(l.cfg.timeout()))
+			sample.Gen = int32(gen)
+		}
+		sample.Latency = time.Since(start)
+		sample.Outcome = report.Classify(err)
+		l.series.Add(sample)
+	}
+	// Collect answers that come after their timeout: late, not lost.
+	for c.read(time.Now().Add(lateGrace)) == nil {
+	}
+	var lost, dup int64
+	for seq := range sent {
+		switch n := c.answers[seq]; {
+		case n == 0:
+			lost++
+		case n > 1:
+			dup += int64(n - 1)
+		}
+	}
+	l.counts.add(int64(sent), lost, dup, 0)
+}
+
+// await reads answers until the one to seq arrives or the deadline passes.
+func (c *udpClient) await(seq uint64, deadline time.Time) (gen int, err error) {
+	for {
+		if err := c.read(deadline); err != nil {
+			return -1, err
+		}
+		if c.lastSeq == seq && c.answers[seq] == 1 {
+			return c.lastGen, nil
+		}
+	}
+}
+
+// read reads one answer and counts it.
+func (c *udpClient) read(deadline time.Time) error {
+	c.conn.SetReadDeadline(deadline)
+	n, err := c.conn.Read(c.buf)
+	if err != nil {
+		return err
+	}
+	client, seq, gen, err := proto.ParseUDPReply(c.buf[:n])
+	if err != nil || client != c.id {
+		return nil // not ours: ignore it, keep waiting
+	}
+	c.answers[seq]++
+	c.lastSeq, c.lastGen = seq, gen
+	return nil
+}
+
+// Result is what the load saw.
+func (l *UDPLoad) Result() report.Load { return l.counts.result(UDP, l.series.Samples()) }
+
+// Samples are the measured datagrams.
+func (l *UDPLoad) Samples() []report.Sample { return l.series.Samples() }

@@ -1,0 +1,96 @@
+//go:build linux
+
+package sim
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+var _ = Describe("the flags", func() {
+	It("have defaults for a run of about a minute with every load", func() {
+		var out bytes.Buffer
+		cfg, err := Parse(nil, &out)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cfg).To(Equal(DefaultConfig()))
+		Expect(cfg.Loads).To(Equal([]string{"http", "keepalive", "stream", "udp", "file"}))
+		total := warmup + cfg.Baseline + time.Duration(cfg.Restarts)*cfg.Interval + tail
+		Expect(total).To(BeNumerically("~", time.Minute, 15*time.Second))
+		Expect(out.String()).To(BeEmpty())
+	})
+
+	It("read every setting", func() {
+		cfg, err := Parse(strings.Fields("-restarts 7 -interval 50ms -baseline 2s -concurrency 3 -rate 0 "+
+			"-loads udp,stream -faults kill,crash,kill -ready-timeout 1s -timeout 3s -json r.json -chart c.svg -verbose"), new(bytes.Buffer))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cfg).To(Equal(Config{
+			Restarts: 7, Interval: 50 * time.Millisecond, Baseline: 2 * time.Second, Concurrency: 3, Rate: 0,
+			Loads: []string{"udp", "stream"}, Faults: []string{"kill", "crash", "kill"},
+			ReadyTimeout: time.Second, RequestTimeout: 3 * time.Second, StepTimeout: DefaultStepTimeout,
+			JSON: "r.json", Chart: "c.svg", Verbose: true,
+		}))
+	})
+
+	It("turn -duration into restarts", func() {
+		cfg, err := Parse(strings.Fields("-duration 10s -interval 250ms"), new(bytes.Buffer))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cfg.Restarts).To(Equal(40))
+	})
+
+	It("print the usage for -h", func() {
+		var out bytes.Buffer
+		_, err := Parse([]string{"-h"}, &out)
+		Expect(errors.Is(err, flag.ErrHelp)).To(BeTrue())
+		Expect(out.String()).To(ContainSubstring("Usage: restart-sim"))
+		Expect(out.String()).To(ContainSubstring("-restarts"))
+	})
+
+	DescribeTable("refuse bad values with a clear message",
+		func(args, message string) {
+			var out bytes.Buffer
+			_, err := Parse(strings.Fields(args), &out)
+			Expect(err).To(MatchError(ErrUsage))
+			Expect(err.Error()).To(ContainSubstring(message))
+			Expect(out.String()).To(ContainSubstring(message))
+		},
+		Entry("an unknown flag", "-restart 3", "flag provided but not defined: -restart"),
+		Entry("a value that is not a number", "-restarts many", `invalid value "many" for flag -restarts`),
+		Entry("a stray argument", "fast", `unexpected argument "fast"`),
+		Entry("negative restarts", "-restarts -1", "-restarts must be between 0 and"),
+		Entry("restarts and duration", "-restarts 3 -duration 1s", "-restarts and -duration both set"),
+		Entry("a duration shorter than the interval", "-duration 100ms", "-duration must be at least one -interval"),
+		Entry("a tiny interval", "-interval 1ms", "-interval must be at least 10ms, got 1ms"),
+		Entry("a tiny baseline", "-baseline 0s", "-baseline must be at least 100ms"),
+		Entry("no clients", "-concurrency 0", "-concurrency must be between 1 and 64, got 0"),
+		Entry("too many clients", "-concurrency 1000", "-concurrency must be between 1 and 64"),
+		Entry("a negative rate", "-rate -5", "-rate must be between 0 and"),
+		Entry("a tiny ready timeout", "-ready-timeout 1ms", "-ready-timeout and -timeout must be at least 100ms"),
+		Entry("an unknown load", "-loads http,ftp", `-loads: unknown "ftp"; choose among http, keepalive, stream, udp, file`),
+		Entry("a load twice", "-loads udp,udp", `-loads: "udp" given twice`),
+		Entry("no load", "-loads ,", "-loads names no load"),
+		Entry("an unknown fault", "-faults crash,explode", `-faults: unknown "explode"; choose among crash, hang, kill`),
+		Entry("faults without restarts", "-restarts 0 -faults crash", "-faults needs at least one restart"),
+		Entry("a chart format", "-chart latency.gif", "the file name must end in .svg, .png or .pdf"),
+		Entry("a request timeout a hung successor would exceed", "-faults hang -ready-timeout 2s -timeout 2s",
+			"-timeout (2s) must be at least -ready-timeout (2s) + 1s with the hang fault"),
+	)
+})
+
+var _ = Describe("the restart schedule", func() {
+	It("spreads the faults evenly among the restarts", func() {
+		Expect(schedule(3, nil)).To(Equal([]string{"", "", ""}))
+		Expect(schedule(6, []string{"crash", "hang", "kill"})).To(Equal(
+			[]string{"", "", "crash", "", "hang", "", "kill", "", ""}))
+		Expect(schedule(1, []string{"kill"})).To(Equal([]string{"", "kill"}))
+	})
+
+	It("never starts with a fault when there is a restart before it to make", func() {
+		Expect(schedule(2, []string{"crash", "hang", "kill"})[0]).To(Equal(""))
+	})
+})

@@ -1,0 +1,243 @@
+//go:build linux
+
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+	"github.com/onsi/gomega/gexec"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/report"
+)
+
+// runTimeout bounds one simulation of these specs (a few seconds each,
+// longer under the race detector on a busy machine).
+const runTimeout = 90 * time.Second
+
+// start runs restart-sim with args plus -json, and returns the session and
+// the path of the JSON report.
+func start(args ...string) (*gexec.Session, string) {
+	GinkgoHelper()
+	jsonPath := filepath.Join(GinkgoT().TempDir(), "report.json")
+	cmd := exec.Command(binary, append(args, "-json", jsonPath)...)
+	session, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { session.Kill().Wait(10 * time.Second) })
+	return session, jsonPath
+}
+
+func validate(doc []byte) error {
+	schema, err := jsonschema.UnmarshalJSON(bytes.NewReader(report.Schema))
+	if err != nil {
+		return err
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("report.schema.json", schema); err != nil {
+		return err
+	}
+	sch, err := c.Compile("report.schema.json")
+	if err != nil {
+		return err
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
+	if err != nil {
+		return err
+	}
+	return sch.Validate(inst)
+}
+
+// childrenOf lists the children of process pid.
+func childrenOf(pid int) []int {
+	GinkgoHelper()
+	files, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	Expect(err).NotTo(HaveOccurred())
+	var pids []int
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		Expect(err).NotTo(HaveOccurred())
+		for _, field := range strings.Fields(string(data)) {
+			child, err := strconv.Atoi(field)
+			Expect(err).NotTo(HaveOccurred())
+			pids = append(pids, child)
+		}
+	}
+	return pids
+}
+
+// readReport reads the JSON report at path, checking it against the
+// documented schema first.
+func readReport(path string) report.Report {
+	GinkgoHelper()
+	data, err := os.ReadFile(path)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(validate(data)).To(Succeed())
+	var r report.Report
+	Expect(json.Unmarshal(data, &r)).To(Succeed())
+	return r
+}
+
+// expectNothingLost checks every load of r: something sent, nothing
+// failed, lost or duplicated.
+func expectNothingLost(r report.Report) {
+	GinkgoHelper()
+	Expect(r.Loads).To(HaveLen(5))
+	for _, l := range r.Loads {
+		Expect(l.Sent).To(BeNumerically(">", 0), l.Name)
+		Expect(l.OK).To(Equal(l.Sent), "%s: %+v", l.Name, l)
+		Expect([]int64{l.Failed, l.Lost, l.Duplicated}).To(Equal([]int64{0, 0, 0}), "%s: %+v", l.Name, l)
+	}
+}
+
+// expectFlatFds checks that every generation that took over holds the same
+// number of descriptors, and that every one that drained left the same
+// number open.
+func expectFlatFds(r report.Report) {
+	GinkgoHelper()
+	Expect(r.Fds.Flat).To(BeTrue(), "%+v", r.Fds)
+	for _, g := range r.Generations {
+		if g.Outcome == report.RolledBack {
+			continue
+		}
+		Expect(g.FdsAtExit).To(Equal(r.Fds.AtExit.Min), "generation %d", g.Gen)
+		if g.Gen > 0 {
+			Expect(g.FdsAfterHandoff).To(Equal(r.Fds.AfterHandoff.Min), "generation %d", g.Gen)
+		}
+	}
+	Expect(r.Fds.SupervisorEnd).To(BeNumerically("<=", r.Fds.SupervisorStart))
+}
+
+var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
+	It("restarts a few times under every load and loses nothing", func() {
+		chart := filepath.Join(GinkgoT().TempDir(), "latency.svg")
+		session, jsonPath := start("-restarts", "5", "-interval", "100ms", "-baseline", "500ms",
+			"-concurrency", "2", "-chart", chart)
+		Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
+		Expect(session.Out).To(gbytes.Say("PASS: nothing lost, failed or duplicated across 5 restarts"))
+
+		r := readReport(jsonPath)
+		Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
+		Expect(r.Restarts.Done).To(Equal(5))
+		Expect(r.Restarts.Failed).To(BeZero())
+		expectNothingLost(r)
+		expectFlatFds(r)
+
+		By("checking that every generation took over and served")
+		Expect(r.Generations).To(HaveLen(6))
+		for i, g := range r.Generations {
+			Expect(g.Gen).To(Equal(i))
+			want := report.Retired
+			if i == 5 {
+				want = report.Final
+			}
+			Expect(g.Outcome).To(Equal(want), "generation %d: %+v", i, g)
+			Expect(g.Served).To(HaveKeyWithValue("stream", BeNumerically(">", 0)), "generation %d", i)
+		}
+		Expect(r.Supervisor.GenerationsReaped).To(Equal(6))
+
+		By("checking the chart")
+		svg, err := os.ReadFile(chart)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(svg)).To(ContainSubstring("<svg"))
+	})
+
+	DescribeTable("rolls back a faulty generation: the old one keeps serving",
+		func(fault string) {
+			session, jsonPath := start("-restarts", "2", "-interval", "100ms", "-baseline", "300ms",
+				"-concurrency", "2", "-faults", fault, "-ready-timeout", "500ms")
+			Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
+			Expect(session.Out).To(gbytes.Say("fault " + fault + "\\): rolled back: the old generation kept serving"))
+
+			r := readReport(jsonPath)
+			Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
+			Expect(r.Restarts.Done).To(Equal(2))
+			Expect(r.Restarts.FaultsInjected).To(Equal(1))
+			Expect(r.Restarts.RolledBack).To(Equal(1))
+			var faulty report.Attempt
+			for _, a := range r.Restarts.Attempts {
+				if a.Fault != "" {
+					faulty = a
+				}
+			}
+			Expect(faulty.Fault).To(Equal(fault))
+			Expect(faulty.OK).To(BeFalse())
+			Expect(faulty.RolledBack).To(BeTrue())
+			Expect(faulty.Error).NotTo(BeEmpty())
+
+			By("checking the faulty generation was removed and the one it tried to replace served on")
+			faultyGen := r.Generations[faulty.Gen]
+			Expect(faultyGen.Outcome).To(Equal(report.RolledBack))
+			Expect(faultyGen.Served).To(BeEmpty())
+			kept := r.Generations[faulty.From]
+			Expect(kept.Outcome).To(Equal(report.Retired))
+			next := r.Restarts.Attempts[faulty.Index] // the attempt after the fault
+			Expect(next.From).To(Equal(faulty.From))
+			Expect(next.OK).To(BeTrue())
+			expectNothingLost(r)
+			expectFlatFds(r)
+			Expect(r.Supervisor.GenerationsReaped).To(Equal(len(r.Generations)))
+		},
+		Entry("crash before ready", "crash"),
+		Entry("hang after the set arrived", "hang"),
+		Entry("killed mid-handoff", "kill"),
+	)
+
+	It("stops cleanly on SIGTERM: drains the current generation, reports, exits 3", func() {
+		session, jsonPath := start("-restarts", "100000", "-interval", "100ms", "-baseline", "200ms", "-concurrency", "1")
+		Eventually(session.Err).WithTimeout(runTimeout).Should(gbytes.Say("restart phase"))
+		session.Signal(syscall.SIGTERM)
+		Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(3))
+		Expect(session.Out).To(gbytes.Say("INTERRUPTED: nothing lost or failed"))
+
+		r := readReport(jsonPath)
+		Expect(r.Verdict.Interrupted).To(BeTrue())
+		Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
+		expectNothingLost(r)
+		last := r.Generations[len(r.Generations)-1]
+		Expect(last.Outcome).To(Equal(report.Final))
+		Expect(last.Exit).To(Equal("exit status 0"))
+		Expect(r.Supervisor.GenerationsReaped).To(Equal(len(r.Generations)))
+	})
+
+	It("fails, with exit status 1, when the serving generation dies", func() {
+		session, jsonPath := start("-restarts", "3", "-interval", "100ms", "-baseline", "1s", "-concurrency", "1")
+		Eventually(session.Err).WithTimeout(runTimeout).Should(gbytes.Say("baseline phase"))
+		By("killing generation 0 behind the supervisor's back")
+		children := childrenOf(session.Command.Process.Pid)
+		Expect(children).To(HaveLen(1))
+		Expect(syscall.Kill(children[0], syscall.SIGKILL)).To(Succeed())
+		Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(1))
+		Expect(session.Out).To(gbytes.Say("FAIL"))
+
+		r := readReport(jsonPath)
+		Expect(r.Verdict.Pass).To(BeFalse())
+		Expect(r.Verdict.Problems).To(ContainElement(ContainSubstring("no generation is serving")))
+		failed := int64(0)
+		for _, l := range r.Loads {
+			failed += l.Failed + l.Lost
+		}
+		Expect(failed).To(BeNumerically(">", 0))
+		Expect(r.Generations[0].Outcome).To(Equal(report.Failed))
+		Expect(r.Generations[0].Exit).To(ContainSubstring("killed"))
+		Expect(r.Supervisor.GenerationsReaped).To(Equal(len(r.Generations)))
+	})
+
+	It("rejects a bad flag with a clear message and exit status 2", func() {
+		session, err := gexec.Start(exec.Command(binary, "-interval", "1ms"), GinkgoWriter, GinkgoWriter)
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(2))
+		Expect(session.Err).To(gbytes.Say("-interval must be at least 10ms, got 1ms"))
+	})
+})
