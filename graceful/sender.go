@@ -128,7 +128,7 @@ func (s *sender) finish() error {
 	}
 	s.fc.out = wire.AppendCount(s.fc.out, wire.TypeEnd, s.count)
 	if err := s.fc.write(s.fds); err != nil {
-		return s.stop(err)
+		return s.stop(fmt.Errorf("%w: %w", ErrSenderFailed, err))
 	}
 	return nil
 }

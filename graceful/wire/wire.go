@@ -143,7 +143,7 @@ func AppendHeader(b []byte, h Header) []byte {
 
 // ParseHeader decodes and checks the header at the start of b, which must
 // hold at least HeaderSize bytes. It enforces FRM-2, FRM-3 (as far as the
-// header alone tells) and the length limits of FRM-4.
+// header alone tells) and FRM-4, in the order FRM-4 gives.
 func ParseHeader(b []byte) (Header, error) {
 	h := Header{
 		Type:   Type(b[0]),
@@ -154,22 +154,22 @@ func ParseHeader(b []byte) (Header, error) {
 	if h.Flags != 0 {
 		return h, malformed("%v frame has flags %#x, want 0", h.Type, h.Flags)
 	}
+	if h.Type < TypeHello || h.Type > TypeError {
+		return h, malformed("unknown frame type %d", uint8(h.Type))
+	}
+	if h.Type == TypeBatch && (h.NFds == 0 || h.NFds > MaxFdsPerBatch) {
+		return h, malformed("BATCH carries %d descriptors, want 1 to %d", h.NFds, MaxFdsPerBatch)
+	}
+	if h.Type != TypeBatch && h.NFds != 0 {
+		return h, malformed("%v frame declares %d descriptors", h.Type, h.NFds)
+	}
 	if h.Length > MaxPayload {
 		return h, fmt.Errorf("%w: %v frame of %d bytes, limit %d", ErrTooLarge, h.Type, h.Length, MaxPayload)
 	}
 	want, fixed := fixedLength(h.Type)
 	switch {
-	case h.Type < TypeHello || h.Type > TypeError:
-		return h, malformed("unknown frame type %d", uint8(h.Type))
-	case h.Type == TypeBatch:
-		if h.NFds == 0 || h.NFds > MaxFdsPerBatch {
-			return h, malformed("BATCH carries %d descriptors, want 1 to %d", h.NFds, MaxFdsPerBatch)
-		}
-		if uint64(h.Length) < uint64(h.NFds)*RecordOverhead {
-			return h, malformed("BATCH of %d records in %d bytes", h.NFds, h.Length)
-		}
-	case h.NFds != 0:
-		return h, malformed("%v frame declares %d descriptors", h.Type, h.NFds)
+	case h.Type == TypeBatch && uint64(h.Length) < uint64(h.NFds)*RecordOverhead:
+		return h, malformed("BATCH of %d records in %d bytes", h.NFds, h.Length)
 	case fixed && h.Length != want:
 		return h, malformed("%v payload is %d bytes, want %d", h.Type, h.Length, want)
 	case h.Type == TypeError && (h.Length < 4 || h.Length > 4+MaxErrorText):

@@ -1,0 +1,145 @@
+// Command graceful-conformance tests an implementation of the graceful
+// descriptor hand-off protocol (spec/protocol.md) through its adapter
+// (spec/adapter.md), and grades every requirement.
+//
+//	graceful-conformance --adapter 'python3 conformance/python/adapter.py'
+//
+// It exits 0 only when every required check passed (every MUST; every
+// SHOULD too with --strict) and no expected failure passed.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/onsi/ginkgo/v2"
+
+	"github.com/gracefulfd/graceful/conformance"
+	"github.com/gracefulfd/graceful/conformance/internal/refadapter"
+)
+
+// referenceCommand is the argument that makes this binary the Go
+// reference adapter, for --reference builtin.
+const referenceCommand = "reference-adapter"
+
+func main() {
+	if len(os.Args) == 2 && os.Args[1] == referenceCommand {
+		os.Exit(refadapter.Main())
+	}
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		adapter   = flag.String("adapter", "", "the adapter command and its arguments, split on spaces (no shell)")
+		strict    = flag.Bool("strict", false, "also check SHOULD-level requirements")
+		expected  = flag.String("expected-failures", "", "a file of requirement IDs expected to fail, one per line (# comments)")
+		jsonOut   = flag.String("json-report", "", "write the verdicts as JSON to this file")
+		junitOut  = flag.String("junit-report", "", "write the verdicts as JUnit XML to this file")
+		timeout   = flag.Duration("timeout", conformance.DefaultTimeout, "per-step deadline asked of the implementation")
+		wait      = flag.Duration("wait", conformance.DefaultWait, "how long the suite waits for any answer")
+		list      = flag.Bool("list", false, "list every check with its labels as JSON lines, and run nothing")
+		reference = flag.String("reference", "", "a trusted implementation's adapter command, to hand off to and from the one under test; \"builtin\" is the Go reference (graceful/)")
+	)
+	// Ginkgo's own flags (--ginkgo.label-filter, --ginkgo.v, ...) work
+	// too; the usage lists ours.
+	flag.CommandLine.Usage = func() {
+		out := flag.CommandLine.Output()
+		fmt.Fprintf(out, "usage: graceful-conformance --adapter 'CMD ARGS' [flags]\n\n")
+		flag.VisitAll(func(f *flag.Flag) {
+			if strings.HasPrefix(f.Name, "ginkgo.") {
+				return
+			}
+			fmt.Fprintf(out, "  --%s\n    \t%s", f.Name, f.Usage)
+			if f.DefValue != "" && f.DefValue != "false" {
+				fmt.Fprintf(out, " (default %s)", f.DefValue)
+			}
+			fmt.Fprintln(out)
+		})
+		fmt.Fprintf(out, "\nGinkgo's --ginkgo.* flags apply as well, e.g. --ginkgo.label-filter 'iut:receiver && !slow'.\n")
+	}
+	flag.Parse()
+	if *list {
+		enc := json.NewEncoder(os.Stdout)
+		for _, s := range conformance.List() {
+			enc.Encode(s)
+		}
+		return 0
+	}
+	if *adapter == "" {
+		flag.CommandLine.Usage()
+		return 2
+	}
+	var xfail []string
+	if *expected != "" {
+		ids, err := readIDs(*expected)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "graceful-conformance:", err)
+			return 2
+		}
+		xfail = ids
+	}
+	cfg := conformance.Config{Adapter: strings.Fields(*adapter), Strict: *strict, Timeout: *timeout, Wait: *wait}
+	switch *reference {
+	case "":
+	case "builtin":
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "graceful-conformance:", err)
+			return 1
+		}
+		cfg.Reference = []string{self, referenceCommand}
+	default:
+		cfg.Reference = strings.Fields(*reference)
+	}
+	suiteCfg, reporterCfg := ginkgo.GinkgoConfiguration()
+	if st, err := os.Stdout.Stat(); err == nil && st.Mode()&os.ModeCharDevice == 0 {
+		reporterCfg.NoColor = true
+	}
+	res, err := conformance.Run(cfg, conformance.RunOptions{ExpectedFailures: xfail, Suite: &suiteCfg, Reporter: &reporterCfg})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "graceful-conformance:", err)
+		if errors.Is(err, conformance.ErrUnknownRequirement) || errors.Is(err, conformance.ErrConfig) {
+			return 2
+		}
+		return 1
+	}
+	fmt.Println()
+	res.WriteTable(os.Stdout)
+	for path, write := range map[string]func(string) error{*jsonOut: res.WriteJSON, *junitOut: res.WriteJUnit} {
+		if path == "" {
+			continue
+		}
+		if err := write(path); err != nil {
+			fmt.Fprintln(os.Stderr, "graceful-conformance:", err)
+			return 1
+		}
+	}
+	if !res.Passed {
+		return 1
+	}
+	return 0
+}
+
+// readIDs reads requirement IDs, one per line; # starts a comment.
+func readIDs(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var ids []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		if id := strings.TrimSpace(line); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids, sc.Err()
+}

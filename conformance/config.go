@@ -1,0 +1,67 @@
+package conformance
+
+import (
+	"errors"
+	"io"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultTimeout is the deadline of each blocking step the suite asks
+	// of the implementation (timeout_ms in the adapter contract). Deadline
+	// checks (TRN-8, RDY-3) wait for it to fire.
+	DefaultTimeout = time.Second
+	// DefaultWait is how long the suite waits for any one answer of the
+	// adapter or frame of the implementation before it calls it hung.
+	DefaultWait = 15 * time.Second
+)
+
+// ErrConfig reports an unusable Config.
+var ErrConfig = errors.New("conformance: bad config")
+
+// Config says what to test and how.
+type Config struct {
+	// Adapter is the command of the adapter around the implementation
+	// under test, with its arguments (spec/adapter.md). Required.
+	Adapter []string
+	// Reference is the command of a trusted implementation's adapter. When
+	// set, hand-offs between it and the implementation under test run too,
+	// in both directions; nil skips them (the suite's own protocol engine
+	// plays the other side in every other check).
+	Reference []string
+	// Strict runs the checks of SHOULD-level requirements too. Without it
+	// they are skipped.
+	Strict bool
+	// Timeout is the per-step deadline the suite asks the implementation
+	// to use; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// Wait bounds every wait of the suite for the adapter or the
+	// implementation; 0 means DefaultWait. It must exceed the
+	// implementation's deadlines, or deadline checks fail.
+	Wait time.Duration
+	// Log receives the adapters' stderr and the suite's narration; nil
+	// means GinkgoWriter.
+	Log io.Writer
+}
+
+func (c Config) timeout() time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	return DefaultTimeout
+}
+
+func (c Config) wait() time.Duration {
+	if c.Wait > 0 {
+		return c.Wait
+	}
+	return DefaultWait
+}
+
+func (c Config) check() error {
+	if len(c.Adapter) == 0 {
+		return errors.Join(ErrConfig, errors.New("no adapter command"))
+	}
+	return nil
+}

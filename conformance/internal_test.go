@@ -1,0 +1,162 @@
+package conformance
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	"github.com/onsi/ginkgo/v2/types"
+	. "github.com/onsi/gomega"
+)
+
+var _ = Describe("the embedded copies", func() {
+	It("of spec/requirements.yaml and spec/adapter.schema.json are up to date (go generate)", func() {
+		yml, err := os.ReadFile("../spec/requirements.yaml")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(requirementsYAML)).To(Equal(string(yml)))
+		schema, err := os.ReadFile("../spec/adapter.schema.json")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(adapterSchemaJSON)).To(Equal(string(schema)))
+	})
+
+	It("hold every requirement", func() {
+		reqs := Requirements()
+		Expect(len(reqs)).To(BeNumerically(">=", 40))
+		Expect(reqs[0].ID).To(Equal("TRN-1"))
+		for _, r := range reqs {
+			Expect(r.Level).To(BeElementOf(Must, Should, May))
+		}
+	})
+})
+
+var _ = Describe("labels", func() {
+	It("name each requirement, its role and its one level", func() {
+		labels, level := reqLabels("FRM-2 ERR-1")
+		Expect(level).To(Equal(Must))
+		Expect(labels).To(ConsistOf("req:FRM-2", "req:ERR-1", "role:both", "level:MUST"))
+	})
+	It("refuse an unknown requirement", func() {
+		Expect(func() { reqLabels("FRM-99") }).To(PanicWith(ContainSubstring("unknown requirement")))
+	})
+	It("refuse a spec that mixes levels", func() {
+		Expect(func() { reqLabels("FRM-1 TRN-7") }).To(PanicWith(ContainSubstring("mixes levels")))
+	})
+})
+
+// jsonExamples returns the one-line JSON examples of spec/adapter.md, in
+// order: requests and the responses that follow them.
+func jsonExamples() []string {
+	GinkgoHelper()
+	doc, err := os.ReadFile("../spec/adapter.md")
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	in, cur := false, ""
+	sc := bufio.NewScanner(bytes.NewReader(doc))
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "```json":
+			in = true
+		case line == "```" && in:
+			in = false
+			if cur != "" {
+				out = append(out, cur)
+				cur = ""
+			}
+		case in && strings.HasPrefix(line, "{") && cur != "":
+			out = append(out, cur)
+			cur = line
+		case in:
+			cur += line
+		}
+	}
+	return out
+}
+
+var _ = Describe("the adapter schema", func() {
+	It("accepts every example of spec/adapter.md, each response by its request's op", func() {
+		examples := jsonExamples()
+		Expect(len(examples)).To(BeNumerically(">=", 12))
+		op := ""
+		for _, ex := range examples {
+			var head struct {
+				Op *string `json:"op"`
+			}
+			Expect(json.Unmarshal([]byte(ex), &head)).To(Succeed(), ex)
+			if head.Op != nil {
+				op = *head.Op
+				Expect(validate("request", []byte(ex))).To(Succeed(), ex)
+				continue
+			}
+			Expect(op).NotTo(BeEmpty(), "a response before any request: %s", ex)
+			Expect(validate(op+"Response", []byte(ex))).To(Succeed(), ex)
+		}
+	})
+
+	DescribeTable("rejects a broken response",
+		func(def, line string) { Expect(validate(def, []byte(line))).NotTo(Succeed()) },
+		Entry("hello without pid", "helloResponse", `{"seq":1,"ok":true,"contract":1,"implementation":"x"}`),
+		Entry("an unknown field", "serveResponse", `{"seq":2,"ok":true,"extra":1}`),
+		Entry("a failure without error", "resultResponse", `{"seq":3,"ok":false}`),
+		Entry("an unknown outcome", "resultResponse", `{"seq":3,"ok":true,"outcome":"maybe"}`),
+		Entry("metadata that is not base64", "receiveResponse", `{"seq":2,"ok":true,"descriptors":[{"fd":3,"kind":null,"meta":"**"}]}`),
+		Entry("a success with an error", "receiveResponse", `{"seq":2,"ok":true,"error":{"code":"OTHER","message":""},"descriptors":[]}`),
+		Entry("exit without done", "exitResponse", `{"seq":4,"ok":true}`),
+		Entry("not JSON", "exitResponse", `done`),
+	)
+	It("accepts extension fields starting with x-", func() {
+		Expect(validate("serveResponse", []byte(`{"seq":2,"ok":true,"x-note":"hi"}`))).To(Succeed())
+	})
+})
+
+var _ = Describe("verdicts", func() {
+	spec := func(state types.SpecState, labels ...string) types.SpecReport {
+		return types.SpecReport{LeafNodeType: types.NodeTypeIt, State: state, LeafNodeLabels: labels,
+			Failure: types.Failure{Message: "boom"}}
+	}
+	report := func(specs ...types.SpecReport) types.Report { return types.Report{SpecReports: specs} }
+	verdictOf := func(res *Result, id string) Verdict {
+		for _, q := range res.Requirements {
+			if q.ID == id {
+				return q.Verdict
+			}
+		}
+		return ""
+	}
+
+	It("fail a requirement when any of its specs fails, and the run with it", func() {
+		res := verdicts(report(spec(types.SpecStatePassed, "req:FRM-1"), spec(types.SpecStateFailed, "req:FRM-1")), false, nil)
+		Expect(verdictOf(res, "FRM-1")).To(Equal(VerdictFail))
+		Expect(res.Passed).To(BeFalse())
+	})
+	It("pass a requirement whose specs all passed", func() {
+		res := verdicts(report(spec(types.SpecStatePassed, "req:FRM-1")), false, nil)
+		Expect(verdictOf(res, "FRM-1")).To(Equal(VerdictPass))
+		Expect(verdictOf(res, "FRM-2")).To(Equal(VerdictUntested))
+		Expect(res.Passed).To(BeTrue())
+	})
+	It("do not fail the run for a SHOULD unless strict", func() {
+		r := report(spec(types.SpecStateFailed, "req:TRN-7"))
+		Expect(verdicts(r, false, nil).Passed).To(BeTrue())
+		Expect(verdicts(r, true, nil).Passed).To(BeFalse())
+	})
+	It("turn a listed failure into XFAIL and a listed pass into XPASS, which fails the run", func() {
+		res := verdicts(report(spec(types.SpecStateFailed, "req:FRM-1"), spec(types.SpecStatePassed, "req:FRM-2")), false,
+			map[string]bool{"FRM-1": true, "FRM-2": true})
+		Expect(verdictOf(res, "FRM-1")).To(Equal(VerdictExpectedFail))
+		Expect(verdictOf(res, "FRM-2")).To(Equal(VerdictUnexpectedPass))
+		Expect(res.Passed).To(BeFalse())
+	})
+	It("call a requirement skipped when none of its specs ran", func() {
+		res := verdicts(report(spec(types.SpecStateSkipped, "req:AUTH-3")), true, nil)
+		Expect(verdictOf(res, "AUTH-3")).To(Equal(VerdictSkipped))
+	})
+	It("fail the run on a failed setup node", func() {
+		s := spec(types.SpecStateFailed)
+		s.LeafNodeType = types.NodeTypeBeforeSuite
+		Expect(verdicts(report(s), false, nil).Passed).To(BeFalse())
+	})
+})

@@ -1,0 +1,315 @@
+package conformance
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/graceful/wire"
+)
+
+// receiverScenario describes one run of the implementation as a receiver
+// against the suite's own sender.
+type receiverScenario struct {
+	fixtures func() (fixtureSet, error)
+	// prepare runs once the implementation has connected and sent HELLO,
+	// before the script (to change the adapter process from outside).
+	prepare func(r *receiverRun) error
+	// script plays the sender on the connection. It returns what the
+	// suite could not do; a write failing because the implementation
+	// already gave up is not an error of the suite (the checks see it).
+	script func(s *senderScript) error
+	// timeout overrides the per-step deadline asked of the implementation.
+	timeout time.Duration
+	// after runs once the implementation answered receive, before the
+	// suite inspects it (to undo what prepare changed).
+	after  func(r *receiverRun) error
+	ready  bool
+	reject *int
+	kv     bool
+	// challenge makes the suite prove every reported descriptor by a
+	// challenge after a successful session.
+	challenge bool
+}
+
+// senderScript is what a receiver scenario's script has at hand.
+type senderScript struct {
+	p   *wirePeer
+	set fixtureSet
+	run *receiverRun
+}
+
+// welcome is the WELCOME frame for version 1.
+func welcome() []byte { return wire.AppendWelcome(nil, 1) }
+
+// batch is one BATCH frame for the records of set.
+func batchOf(set fixtureSet) []byte { return wire.AppendBatch(nil, set.records()) }
+
+// endOf is the END frame for count descriptors.
+func endOf(count int) []byte { return wire.AppendCount(nil, wire.TypeEnd, uint32(count)) }
+
+// wholeSession is a correct session for set in one sendmsg: WELCOME,
+// BATCH frames of at most 252 descriptors each with their descriptors
+// attached to the first byte of the write, END.
+func (s *senderScript) wholeSession() error {
+	if err := s.p.send(welcome()); err != nil {
+		return err
+	}
+	for i := 0; i < len(s.set); i += wire.MaxFdsPerBatch {
+		part := s.set[i:min(i+wire.MaxFdsPerBatch, len(s.set))]
+		if err := s.p.send(batchOf(part), part.fds()...); err != nil {
+			return err
+		}
+	}
+	return s.p.send(endOf(len(s.set)))
+}
+
+type receivedDesc struct {
+	Fd      int                `json:"fd"`
+	Kind    *string            `json:"kind"`
+	Meta    *string            `json:"meta"`
+	KV      *map[string]string `json:"kv"`
+	KVError *string            `json:"kv_error"`
+}
+
+type receiveReply struct {
+	OK          bool           `json:"ok"`
+	Error       *adapterErr    `json:"error"`
+	Descriptors []receivedDesc `json:"descriptors"`
+}
+
+// receiverRun is everything the suite saw in one receiver scenario. The
+// scenario only records; the specs judge.
+type receiverRun struct {
+	suiteErr error // the suite could not set the scenario up
+	startErr error // the adapter did not start or failed the handshake
+	a        *adapterProc
+	set      fixtureSet
+	path     string
+
+	connectErr error // the implementation did not connect
+	hello      inFrame
+	helloRaw   []byte
+	helloErr   error
+
+	scriptErr error
+
+	back    []inFrame // frames the implementation wrote after HELLO
+	backEnd error     // how its stream ended: nil for end of stream
+	viol    []violation
+
+	reply    receiveReply
+	replyErr error
+
+	held      []procFd       // the adapter's descriptors that are objects the suite sent
+	foreign   map[ident]bool // objects the kernel handed the adapter besides the set (SCM_PIDFD)
+	noOption  error          // the kernel lacks a socket option the scenario wanted
+	stray     []procFd       // the adapter's descriptors that are foreign objects
+	reported  map[int]procFd // what /proc says about each reported fd
+	challErrs []error
+	finishErr error
+	stderr    string
+	elapsed   time.Duration // from the end of the script to the answer
+}
+
+// run executes the scenario.
+func (sc receiverScenario) run(e *env) *receiverRun {
+	r := &receiverRun{}
+	dir, err := tempDir()
+	if err != nil {
+		r.suiteErr = err
+		return r
+	}
+	defer os.RemoveAll(dir)
+	r.path = filepath.Join(dir, "s")
+	ln, err := listenUnix(r.path)
+	if err != nil {
+		r.suiteErr = err
+		return r
+	}
+	defer ln.Close()
+	if sc.fixtures != nil {
+		r.set, err = sc.fixtures()
+		if err != nil {
+			r.suiteErr = err
+			return r
+		}
+	}
+	defer r.set.close()
+
+	a, err := startAdapter("receiver", e.cfg.Adapter, nil, e.cfg.wait(), e.log())
+	if err != nil {
+		r.startErr = err
+		return r
+	}
+	r.a = a
+	defer func() { r.stderr = a.stderr.String() }()
+	defer a.kill()
+	if sc.kv && !a.hello.has("kv") {
+		r.startErr = errSkip
+		return r
+	}
+
+	replies := make(chan error, 1)
+	go func() {
+		timeout := e.cfg.timeout()
+		if sc.timeout > 0 {
+			timeout = sc.timeout
+		}
+		req := map[string]any{"op": "receive", "socket": r.path, "timeout_ms": ms(timeout),
+			"ready": sc.ready, "reject": nil, "kv": sc.kv}
+		if sc.reject != nil {
+			req["reject"] = *sc.reject
+		}
+		replies <- a.call(req, "receiveResponse", &r.reply)
+	}()
+
+	conn, err := acceptWithin(ln, e.cfg.wait())
+	if err != nil {
+		r.connectErr = err
+		r.replyErr = <-replies
+		r.finishErr = a.finish()
+		return r
+	}
+	p := newWirePeer(conn, e.cfg.wait())
+	defer p.close()
+
+	r.hello, r.helloErr = p.readFrame()
+	if r.helloErr == nil {
+		r.helloRaw = wire.AppendHeader(nil, r.hello.Header)
+		r.helloRaw = append(r.helloRaw, r.hello.Payload...)
+	}
+	if r.helloErr == nil && sc.prepare != nil {
+		if err := sc.prepare(r); err != nil {
+			r.suiteErr = err
+		}
+	}
+	if r.helloErr == nil && r.suiteErr == nil && sc.script != nil {
+		r.scriptErr = sc.script(&senderScript{p: p, set: r.set, run: r})
+	}
+	start := time.Now()
+	for {
+		f, err := p.readFrame()
+		if err != nil {
+			if !closedByPeer(err) {
+				r.backEnd = err
+			}
+			break
+		}
+		r.back = append(r.back, f)
+		if len(r.back) > 8 {
+			r.backEnd = fmt.Errorf("more than 8 frames after HELLO")
+			break
+		}
+	}
+	r.viol = p.viol
+	r.replyErr = <-replies
+	r.elapsed = time.Since(start)
+	p.close()
+	if sc.after != nil {
+		if err := sc.after(r); err != nil && r.suiteErr == nil {
+			r.suiteErr = err
+		}
+	}
+
+	if r.replyErr == nil {
+		r.inspect()
+		if sc.challenge && r.reply.OK {
+			r.prove()
+		}
+	}
+	r.finishErr = a.finish()
+	return r
+}
+
+// closedByPeer reports whether a read ended because the implementation
+// closed the connection (a close with unread data shows as a reset).
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)
+}
+
+// errSkip marks a scenario the adapter does not offer (a feature).
+var errSkip = errors.New("not offered by the adapter")
+
+func ms(d time.Duration) int { return int(d / time.Millisecond) }
+
+// inspect looks at the adapter's descriptors from outside.
+func (r *receiverRun) inspect() {
+	var err error
+	r.held, err = holding(r.a.holder, r.set.idents())
+	if err != nil {
+		r.suiteErr = fmt.Errorf("reading /proc/%d/fd: %w", r.a.holder, err)
+		return
+	}
+	if len(r.foreign) > 0 {
+		if r.stray, err = holding(r.a.holder, r.foreign); err != nil {
+			r.suiteErr = err
+			return
+		}
+	}
+	r.reported = map[int]procFd{}
+	for _, d := range r.reply.Descriptors {
+		if p, err := procFdInfo(r.a.holder, d.Fd); err == nil {
+			r.reported[d.Fd] = p
+		}
+	}
+}
+
+// prove runs a challenge on every reported descriptor that is one of the
+// suite's.
+func (r *receiverRun) prove() {
+	r.challErrs = make([]error, len(r.reply.Descriptors))
+	for i, d := range r.reply.Descriptors {
+		f := r.set.byIdent(r.reported[d.Fd].Ident)
+		if f == nil || f.challenge == nil {
+			continue
+		}
+		r.challErrs[i] = f.challenge(r.a, i)
+	}
+}
+
+func (s fixtureSet) byIdent(id ident) *fixture {
+	for _, f := range s {
+		if f.id == id {
+			return f
+		}
+	}
+	return nil
+}
+
+// meta decodes a reported metadata field.
+func (d receivedDesc) meta() ([]byte, bool, error) {
+	if d.Meta == nil {
+		return nil, false, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(*d.Meta)
+	return b, true, err
+}
+
+// framesOf returns the frames of type t the implementation wrote back.
+func (r *receiverRun) framesOf(t wire.Type) []inFrame {
+	var out []inFrame
+	for _, f := range r.back {
+		if f.Header.Type == t {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// errorCodes returns the codes of the ERROR frames written back.
+func (r *receiverRun) errorCodes() []wire.Code {
+	var out []wire.Code
+	for _, f := range r.framesOf(wire.TypeError) {
+		if e, err := wire.ParseError(f.Payload); err == nil {
+			out = append(out, e.Code)
+		}
+	}
+	return out
+}

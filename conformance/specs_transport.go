@@ -1,0 +1,207 @@
+package conformance
+
+import (
+	"errors"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/graceful/wire"
+)
+
+// A trickling peer sends a byte every trickleInterval to an
+// implementation asked for a trickleDeadline: every read returns in time,
+// and the frame takes several deadlines.
+const (
+	trickleDeadline = 300 * time.Millisecond
+	trickleInterval = 100 * time.Millisecond
+)
+
+func transportSpecs(e *env) {
+	Describe("the implementation as receiver", iut("receiver"), func() {
+		e.delivers("a set written one byte per sendmsg", "TRN-1 TRN-2", receiverScenario{
+			fixtures: mixedSet,
+			script: func(s *senderScript) error {
+				w := welcome()
+				return s.p.sendSplit(frames(w, batchOf(s.set), endOf(len(s.set))), len(w), s.set.fds()...)
+			},
+		})
+
+		Describe("a set received as usual", func() {
+			run := e.lazyReceiver(receiverScenario{fixtures: mixedSet, script: (*senderScript).wholeSession})
+			e.verify("gets every descriptor close-on-exec", "TRN-4", func() {
+				r := run()
+				r.mustRun()
+				r.expectCloExec()
+			})
+		})
+
+		e.delivers("a set read with SO_PASSCRED on, so SCM_CREDENTIALS comes before SCM_RIGHTS", "TRN-6", receiverScenario{
+			fixtures: func() (fixtureSet, error) { return fileSet(3) },
+			prepare:  func(r *receiverRun) error { return setSockOpts(r.a.holder, r.path, unix.SO_PASSCRED) },
+			script:   (*senderScript).wholeSession,
+		})
+
+		Describe("a set read with SO_PASSPIDFD on, so an SCM_PIDFD message carries a descriptor too", func() {
+			run := e.lazyReceiver(receiverScenario{
+				fixtures: func() (fixtureSet, error) { return fileSet(3) },
+				prepare: func(r *receiverRun) error {
+					id, err := selfPidfd()
+					if err != nil {
+						return err
+					}
+					r.foreign = map[ident]bool{id: true}
+					err = setSockOpts(r.a.holder, r.path, unix.SO_PASSCRED, soPassPidfd)
+					if errors.Is(err, errNoOption) {
+						r.noOption = err
+						return nil
+					}
+					return err
+				},
+				script: (*senderScript).wholeSession,
+			})
+			e.verify("hands over the set and closes the descriptor SCM_PIDFD carried", "TRN-6", func() {
+				r := run()
+				r.mustRun()
+				if r.noOption != nil {
+					Skip(r.noOption.Error())
+				}
+				r.expectSameDescriptors()
+				Expect(r.stray).To(BeEmpty(), "the pidfd of an SCM_PIDFD message is still open"+r.transcript())
+			})
+		})
+
+		e.rejects(func() badSender {
+			var restore func() error
+			return badSender{name: "descriptors beyond the receiver's open-file limit (MSG_CTRUNC)", ids: "TRN-5", codeIsTheRule: true,
+				codes:    []wire.Code{wire.CodeTruncated},
+				fixtures: func() (fixtureSet, error) { return fileSet(16) },
+				prepare: func(r *receiverRun) (err error) {
+					restore, err = limitFiles(r.a.holder, 3)
+					return err
+				},
+				after: func(r *receiverRun) error {
+					if restore == nil {
+						return nil
+					}
+					return restore()
+				},
+				script: (*senderScript).wholeSession,
+			}
+		}())
+
+		e.rejects(badSender{name: "253 descriptors in one message", ids: "TRN-7", codes: malformed, should: true,
+			fixtures: one,
+			script: func(s *senderScript) error {
+				fds := make([]int, 253)
+				for i := range fds {
+					fds[i] = s.set[0].fd
+				}
+				return s.p.send(welcome(), fds...)
+			}})
+
+		e.rejects(badSender{name: "a sender that goes silent after HELLO", ids: "TRN-8", survives: true, decorators: []any{Label(LabelSlow)},
+			fixtures: one,
+			script:   func(s *senderScript) error { return nil }})
+		e.rejects(badSender{name: "a sender that goes silent inside a BATCH frame", ids: "TRN-8", survives: true, decorators: []any{Label(LabelSlow)},
+			fixtures: one,
+			script: func(s *senderScript) error {
+				b := batchOf(s.set)
+				return s.p.send(frames(welcome(), b[:len(b)-2]), s.set.fds()...)
+			}})
+		e.rejects(badSender{name: "a sender that trickles a BATCH a byte at a time, each byte within the deadline, the frame not",
+			ids: "TRN-8", survives: true, decorators: []any{Label(LabelSlow)},
+			fixtures: one, timeout: trickleDeadline,
+			script: func(s *senderScript) error {
+				if err := s.p.send(welcome()); err != nil {
+					return err
+				}
+				s.p.trickle(frames(batchOf(s.set), endOf(1)), 0, trickleInterval, s.set.fds()...)
+				return nil
+			}})
+	})
+
+	Describe("the implementation as sender", iut("sender"), func() {
+		Describe("a receiver that trickles its HELLO a byte at a time, each byte within the deadline, the frame not", Label(LabelSlow), func() {
+			run := e.lazySender(senderScenario{fixtures: one, timeout: trickleDeadline, script: func(s *receiverScript) {
+				s.refusedSession(func(p *wirePeer) error {
+					p.trickle(hello1(), -1, trickleInterval)
+					return nil
+				})
+				s.result()
+			}})
+			e.verify("gives up within its deadline, sends nothing and reports failure", "TRN-8", func() {
+				r := run()
+				r.mustServe()
+				l := r.session(0)
+				for _, f := range l.frames {
+					Expect(f.Header.Type).To(Equal(wire.TypeError), "the implementation went on with the session"+r.transcript())
+				}
+				Expect(l.received).To(BeZero(), r.transcript())
+				Expect(r.result(0).reply.OK).To(BeFalse(), "the hand-off was reported as done"+r.transcript())
+			})
+		})
+
+		Describe("a HELLO written one byte per sendmsg", func() {
+			run := e.lazySender(senderScenario{fixtures: mixedSet, script: func(s *receiverScript) {
+				p, err := s.dial()
+				if err != nil {
+					return
+				}
+				defer p.close()
+				if err := p.sendSplit(hello1(), -1); err != nil {
+					s.note("HELLO: %v", err)
+				}
+				l := s.readSet(p)
+				s.finishSession(p, l, wire.AppendCount(nil, wire.TypeAck, uint32(len(l.records))), true)
+				s.result()
+			}})
+			e.verify("is read whole and answered with the set", "TRN-1", func() {
+				r := run()
+				r.mustServe()
+				r.expectRecords(r.session(0))
+			})
+		})
+
+		Describe("a receiver that never acknowledges", Label(LabelSlow), func() {
+			run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
+				p, err := s.dial()
+				if err != nil {
+					return
+				}
+				defer p.close()
+				p.send(hello1())
+				s.readSet(p)
+				s.result() // while the connection stays open
+			}})
+			e.verify("gives up within its deadline and reports failure", "TRN-8", func() {
+				r := run()
+				r.mustServe()
+				Expect(r.result(0).reply.OK).To(BeFalse(), "a session without ACK succeeded"+r.transcript())
+			})
+		})
+
+		Describe("a receiver that connects and says nothing", Label(LabelSlow), func() {
+			run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
+				p, err := s.dial()
+				if err != nil {
+					return
+				}
+				defer p.close()
+				s.result()
+				l := &sessionLog{welcome: -1, endCount: -1}
+				l.frames, l.end = readAll(p)
+				l.received = len(p.received)
+				s.run.sessions = append(s.run.sessions, l)
+			}})
+			e.verify("gives up within its deadline, sends nothing and reports failure", "TRN-8", func() {
+				r := run()
+				r.mustServe()
+				Expect(r.result(0).reply.OK).To(BeFalse(), "a session without HELLO succeeded"+r.transcript())
+				Expect(r.session(0).received).To(BeZero(), "descriptors sent without a HELLO"+r.transcript())
+			})
+		})
+	})
+}
