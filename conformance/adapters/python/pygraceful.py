@@ -97,9 +97,11 @@ _FIXED_LENGTH = {
     FrameType.READY: 0,
 }
 
-# Room for 253 descriptors (TRN-7) plus an SCM_CREDENTIALS message, should the
-# socket ever have SO_PASSCRED on.
-ANCBUFSIZE = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(12)
+# Room for 253 descriptors (TRN-7) plus an SCM_CREDENTIALS and an SCM_PIDFD
+# message, should the socket ever have SO_PASSCRED or SO_PASSPIDFD on.
+ANCBUFSIZE = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)
+# Linux's SCM_PIDFD (SO_PASSPIDFD), which Python 3.11 does not name.
+SCM_PIDFD = getattr(socket, "SCM_PIDFD", 0x04)
 _CLOEXEC_FLAG = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
@@ -307,14 +309,19 @@ def close_fds(fds: Iterable[int]) -> None:
 def fds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
     """The descriptors of every SCM_RIGHTS message, in arrival order (TRN-6).
 
-    Other control messages carry no descriptors on Linux and are ignored.
+    SCM_PIDFD (Linux, with SO_PASSPIDFD on) carries a pidfd that nobody
+    asked for: it is closed at once. Other control messages are ignored.
     A message cut short by truncation yields the descriptors that fit.
     """
     fds: list[int] = []
     for level, ctype, cdata in ancdata:
-        if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
-            got = array.array("i")
-            got.frombytes(cdata[:len(cdata) - len(cdata) % got.itemsize])
+        if level != socket.SOL_SOCKET or ctype not in (socket.SCM_RIGHTS, SCM_PIDFD):
+            continue
+        got = array.array("i")
+        got.frombytes(cdata[:len(cdata) - len(cdata) % got.itemsize])
+        if ctype == SCM_PIDFD:
+            close_fds(list(got))
+        else:
             fds.extend(got)
     return fds
 
