@@ -8,7 +8,11 @@ package graceful_test
 // operation. Both run in the same process, in the same run, so that the
 // ratio graceful/floor can be quoted:
 //
-//	go test -run '^$' -bench . -count 6 ./graceful/ | benchstat -col /impl -
+//	go test -run '^$' -bench . -count 6 ./graceful/ > new.txt
+//	cd bench && go tool benchstat -col /impl ../new.txt
+//
+// (bench/ pins benchstat; its cmd/benchtable runs these beside the rest
+// in interleaved rounds and writes bench/RESULTS.md.)
 //
 // Every operation asks for the sender's whole set and ends once every
 // descriptor is in the receiver's hands and closed again (with one
@@ -245,14 +249,13 @@ func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err
 		}()
 		return finish, nil
 	case mode == benchDial && impl == benchFloor:
-		go func() {
-			err := benchFloorAccept(int(sock.Fd()), fds)
-			sock.Close()
-			served <- err
-		}()
+		ln := int(sock.Fd())
+		go func() { served <- benchFloorAccept(ln, fds) }()
 		return func() error {
-			unix.Shutdown(int(sock.Fd()), unix.SHUT_RDWR) // wakes the blocked accept4
-			return finish()
+			unix.Shutdown(ln, unix.SHUT_RDWR) // wakes the blocked accept4
+			err := finish()
+			sock.Close()
+			return err
 		}, nil
 	case mode == benchConn && impl == benchGraceful:
 		c, err := net.FileConn(sock)

@@ -83,18 +83,36 @@ func (c *Client) Dial(addr string) (*net.UnixConn, error) {
 	return conn.(*net.UnixConn), nil
 }
 
-// Receive is like the package's Receive, with c's settings.
+// Receive is like the package's Receive, with c's settings. A sender busy
+// with another receiver is asked again, with growing pauses, until the
+// client's timeout.
 func (c *Client) Receive(addr string, cb ReceiveCallback) error {
-	conn, err := c.Dial(addr)
+	deadline := time.Now().Add(c.timeout())
+	for pause := time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
+		err := c.receiveOnce(addr, cb)
+		if !errors.Is(err, ErrBusy) || time.Now().Add(pause).After(deadline) {
+			return err
+		}
+		time.Sleep(pause)
+	}
+}
+
+// receiveOnce runs one session on a socket of its own, with blocking
+// calls: nobody else uses the socket, and the kernel wakes a blocking
+// recvmsg directly, without a trip through Go's poller.
+func (c *Client) receiveOnce(addr string, cb ReceiveCallback) error {
+	b, err := fdpass.DialBlocking(addr, time.Now().Add(c.timeout()))
 	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w: %w", ErrNoServer, err)
+		}
 		return err
 	}
-	defer conn.Close()
-	fc, err := newFrameConn(conn, c.Timeout)
-	if err != nil {
-		return err
+	defer b.Close()
+	_, err = c.session(newFrameConnOn(b, c.Timeout), cb, true)
+	if errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w: closed before WELCOME", ErrPeerClosed)
 	}
-	_, err = c.session(fc, cb, true)
 	return err
 }
 

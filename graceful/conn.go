@@ -21,19 +21,50 @@ const (
 )
 
 // readSize is the least free space offered to each read: room for a full
-// batch of descriptor records without metadata.
-const readSize = 16 << 10
+// batch of descriptor records without metadata, with WELCOME and END.
+const readSize = 2 << 10
+
+// transport moves a frameConn's bytes and descriptors: through Go's poller
+// on a connection the caller owns, or with blocking system calls on a
+// socket only the library uses (fdpass.Blocking), which skips the poller's
+// park and wake-up on every wait.
+type transport interface {
+	Read(p, oob []byte, fds []int, deadline time.Time) (int, []int, error)
+	Write(data, oob []byte, deadline time.Time) error
+	PeerUID() (int, error)
+}
+
+// pollerConn is a caller's connection; its deadlines are cleared when the
+// session ends.
+type pollerConn struct{ c *net.UnixConn }
+
+func (p pollerConn) Read(b, oob []byte, fds []int, deadline time.Time) (int, []int, error) {
+	if err := p.c.SetReadDeadline(deadline); err != nil {
+		return 0, fds, err
+	}
+	return fdpass.Read(p.c, b, oob, fds)
+}
+
+func (p pollerConn) Write(data, oob []byte, deadline time.Time) error {
+	if err := p.c.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	return fdpass.Write(p.c, data, oob)
+}
+
+func (p pollerConn) PeerUID() (int, error) { return fdpass.PeerUID(p.c) }
 
 // frameConn reads and writes frames on one connection, with a deadline on
 // every step. Descriptors that arrive are queued in dec until a BATCH frame
 // takes them; whoever stops early must close dec.TakeFds().
 type frameConn struct {
-	c       *net.UnixConn
+	t       transport
 	timeout time.Duration
 	dec     wire.Decoder
 	oob     []byte
 	fds     []int // scratch for each read's descriptors
 	out     []byte
+	rights  []byte // scratch for each write's control message
 	// exact makes every read stop at the end of the frame being read, for a
 	// session that leaves the connection to its caller afterwards: bytes
 	// of what follows (the peer's next HELLO) must stay in the socket.
@@ -48,18 +79,20 @@ func newFrameConn(c net.Conn, timeout time.Duration) (*frameConn, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %T", ErrNotUnixConn, c)
 	}
+	return newFrameConnOn(pollerConn{uc}, timeout), nil
+}
+
+func newFrameConnOn(t transport, timeout time.Duration) *frameConn {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	return &frameConn{c: uc, timeout: timeout}, nil
+	return &frameConn{t: t, timeout: timeout}
 }
 
 // next returns the next frame. It returns io.EOF alone when the peer
 // closed before sending a single byte of it.
 func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
-	if err := fc.c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-		return f, err
-	}
+	deadline := time.Now().Add(timeout) // for the whole frame (TRN-8)
 	if fc.oob == nil {
 		fc.oob = make([]byte, fdpass.OOBSize)
 	}
@@ -79,7 +112,7 @@ func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
 			}
 			buf = buf[:min(n, len(buf))]
 		}
-		n, fds, err := fdpass.Read(fc.c, buf, fc.oob, fc.fds[:0])
+		n, fds, err := fc.t.Read(buf, fc.oob, fc.fds[:0], deadline)
 		fc.dec.Commit(n)
 		fc.dec.AddFds(fds)
 		fc.fds = fds
@@ -116,10 +149,8 @@ func readError(err error, atBoundary bool) error {
 // write sends fc.out (one or more frames) with fds on its first byte, then
 // empties it.
 func (fc *frameConn) write(fds []int) error {
-	if err := fc.c.SetWriteDeadline(time.Now().Add(fc.timeout)); err != nil {
-		return err
-	}
-	err := fdpass.Write(fc.c, fc.out, fdpass.AppendRights(nil, fds))
+	fc.rights = fdpass.AppendRights(fc.rights[:0], fds)
+	err := fc.t.Write(fc.out, fc.rights, time.Now().Add(fc.timeout))
 	fc.out = fc.out[:0]
 	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
 		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
@@ -138,4 +169,8 @@ func (fc *frameConn) fail(err error) {
 func (fc *frameConn) closeQueued() { fdpass.CloseAll(fc.dec.TakeFds()) }
 
 // clearDeadlines leaves the caller's connection without our deadlines.
-func (fc *frameConn) clearDeadlines() { fc.c.SetDeadline(time.Time{}) }
+func (fc *frameConn) clearDeadlines() {
+	if p, ok := fc.t.(pollerConn); ok {
+		p.c.SetDeadline(time.Time{})
+	}
+}

@@ -1,6 +1,7 @@
 package graceful
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -57,9 +58,13 @@ func sendValue(dst net.Conn, v any, kind Kind, meta io.WriterTo) error {
 }
 
 func sendOne(dst net.Conn, write func(ResponseWriter) error) error {
+	uc, ok := dst.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("%w: %T", ErrNotUnixConn, dst)
+	}
 	cfg := senderConfig{readyTimeout: -1, exact: true}
 	var werr error
-	err := serveSession(dst, cfg, func(_ net.Conn, w ResponseWriter) { werr = write(w) })
+	err := serveSession(dst, pollerConn{uc}, cfg, func(_ net.Conn, w ResponseWriter) { werr = write(w) })
 	if werr != nil {
 		return werr
 	}

@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
@@ -137,11 +136,8 @@ func (s *sender) finish() error {
 // checks, WELCOME, the descriptors that fill writes, END, ACK and, when
 // asked, READY. It returns nil only when the receiver acknowledged the whole
 // set (and said ready when waited for).
-func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseWriter)) (err error) {
-	fc, err := newFrameConn(conn, cfg.timeout)
-	if err != nil {
-		return err
-	}
+func serveSession(conn net.Conn, t transport, cfg senderConfig, fill func(net.Conn, ResponseWriter)) (err error) {
+	fc := newFrameConnOn(t, cfg.timeout)
 	fc.exact = cfg.exact
 	defer fc.clearDeadlines()
 	defer func() {
@@ -162,7 +158,7 @@ func serveSession(conn net.Conn, cfg senderConfig, fill func(net.Conn, ResponseW
 	if err != nil {
 		return protocolError(err)
 	}
-	if err := authorize(fc.c, cfg.authorize); err != nil {
+	if err := authorize(t, cfg.authorize); err != nil {
 		return err
 	}
 	if hello.MinVersion > wire.Version || hello.MaxVersion < wire.Version || hello.MinVersion > hello.MaxVersion {
@@ -229,8 +225,8 @@ func stepError(frame string, timeout time.Duration, err error) error {
 
 // authorize applies the user's policy, or by default requires the peer to
 // run as our effective user (AUTH-1).
-func authorize(c *net.UnixConn, policy func(uid int) error) error {
-	uid, err := fdpass.PeerUID(c)
+func authorize(t transport, policy func(uid int) error) error {
+	uid, err := t.PeerUID()
 	if err != nil {
 		return fmt.Errorf("%w: cannot identify the peer: %w", ErrUnauthorized, err)
 	}

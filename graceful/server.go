@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 )
 
 // Server offers its descriptors to receivers that connect to it: for each
@@ -130,7 +133,11 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	for c := range s.conns {
-		c.Close()
+		// A session may be blocked reading its socket: shutting it down
+		// wakes it, and the session closes its own connection.
+		if sc, ok := c.(syscall.Conn); !ok || fdpass.Shutdown(sc) != nil {
+			c.Close()
+		}
 	}
 	s.mu.Unlock()
 	s.sessions.Wait()
@@ -155,11 +162,7 @@ func (s *Server) serveConn(conn net.Conn) {
 		claimed = s.claim()
 		return !claimed
 	}
-	err := serveSession(conn, cfg, func(c net.Conn, w ResponseWriter) {
-		if s.Handler != nil {
-			s.Handler.Handle(c, w)
-		}
-	})
+	err := s.session(conn, cfg)
 	if claimed {
 		s.release()
 	}
@@ -171,6 +174,25 @@ func (s *Server) serveConn(conn net.Conn) {
 	if s.Done != nil {
 		s.Done(err)
 	}
+}
+
+// session runs on the accepted socket with blocking calls: the connection
+// is the server's alone, and a blocking recvmsg is woken by the kernel
+// directly rather than through Go's poller.
+func (s *Server) session(conn net.Conn, cfg senderConfig) error {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("%w: %T", ErrNotUnixConn, conn)
+	}
+	b, err := fdpass.BlockingOf(uc)
+	if err != nil {
+		return err
+	}
+	return serveSession(conn, b, cfg, func(c net.Conn, w ResponseWriter) {
+		if s.Handler != nil {
+			s.Handler.Handle(c, w)
+		}
+	})
 }
 
 func (s *Server) track(c net.Conn) bool {
@@ -188,10 +210,10 @@ func (s *Server) track(c net.Conn) bool {
 }
 
 func (s *Server) untrack(c net.Conn) {
-	c.Close()
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	c.Close()
 }
 
 func (s *Server) claim() bool {

@@ -2,6 +2,7 @@ package fdpass
 
 import (
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,4 +20,36 @@ func peerUID(fd int) (int, error) {
 		return -1, os.NewSyscallError("getsockopt", err)
 	}
 	return int(cred.Uid), nil
+}
+
+// darwin has neither MSG_CMSG_CLOEXEC nor MSG_NOSIGNAL: close-on-exec is
+// set right after recvmsg (a window in which a fork elsewhere in the
+// process could inherit the descriptors), and SIGPIPE is off per socket.
+const (
+	recvFlags = 0
+	sendFlags = 0
+)
+
+func setCloexec(fds []int) error {
+	for _, fd := range fds {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+			return os.NewSyscallError("fcntl", err)
+		}
+	}
+	return nil
+}
+
+func socketCloexec() (int, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return -1, err
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_NOSIGPIPE, 1); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }

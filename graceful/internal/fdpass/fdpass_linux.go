@@ -26,3 +26,15 @@ func peerUID(fd int) (int, error) {
 	}
 	return int(cred.Uid), nil
 }
+
+const (
+	recvFlags = unix.MSG_CMSG_CLOEXEC
+	sendFlags = unix.MSG_NOSIGNAL
+)
+
+// setCloexec has nothing to do: MSG_CMSG_CLOEXEC did it.
+func setCloexec([]int) error { return nil }
+
+func socketCloexec() (int, error) {
+	return unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+}
