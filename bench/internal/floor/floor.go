@@ -1,0 +1,185 @@
+// Package floor is the reference the benchmarks compare against: the
+// fewest system calls that move descriptors between two processes with
+// golang.org/x/sys/unix on blocking sockets, with no framing, no
+// acknowledgement and no allocation per operation.
+//
+// A request is one byte from the receiver. The answer is the sender's
+// descriptors, at most BatchSize per sendmsg, each sendmsg carrying one data
+// byte (a stream sendmsg without data loses its descriptors on Linux).
+package floor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// BatchSize is the most descriptors one message carries: musl's limit, and
+// the protocol's.
+const BatchSize = 252
+
+// ErrTruncated means the kernel set MSG_CTRUNC on a receive.
+var ErrTruncated = errors.New("floor: control data truncated")
+
+// Sender answers each request on a socket with the same descriptors.
+type Sender struct {
+	sock    int
+	batches [][]byte // one SCM_RIGHTS control message per sendmsg, built once
+	data    [1]byte
+}
+
+// NewSender prepares the control messages for fds, once.
+func NewSender(sock int, fds []int) *Sender {
+	s := &Sender{sock: sock}
+	for i := 0; i < len(fds); i += BatchSize {
+		s.batches = append(s.batches, unix.UnixRights(fds[i:min(i+BatchSize, len(fds))]...))
+	}
+	return s
+}
+
+// Serve answers requests until the peer closes the socket (nil) or an
+// error.
+func (s *Sender) Serve() error {
+	var req [1]byte
+	for {
+		n, err := unix.Read(s.sock, req[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("read", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := s.Answer(); err != nil {
+			return err
+		}
+	}
+}
+
+// Answer sends the descriptors once.
+func (s *Sender) Answer() error {
+	for _, oob := range s.batches {
+		for {
+			err := unix.Sendmsg(s.sock, s.data[:], oob, nil, 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return os.NewSyscallError("sendmsg", err)
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// Receiver asks for descriptors and collects them, reusing its buffers.
+type Receiver struct {
+	sock int
+	oob  []byte
+	req  [1]byte
+	data [64]byte
+	fds  []int
+}
+
+// NewReceiver offers a control buffer with room for one descriptor more
+// than a batch, so that an oversized message shows as truncation.
+func NewReceiver(sock int) *Receiver {
+	return &Receiver{sock: sock, oob: make([]byte, unix.CmsgSpace((BatchSize+1)*4))}
+}
+
+// Reset points the receiver at another socket, keeping its buffers.
+func (r *Receiver) Reset(sock int) { r.sock = sock }
+
+// Request sends a request and returns the n descriptors of the answer,
+// close-on-exec. The slice is reused by the next call; the descriptors
+// belong to the caller.
+func (r *Receiver) Request(n int) ([]int, error) {
+	if err := writeFull(r.sock, r.req[:]); err != nil {
+		return nil, err
+	}
+	r.fds = r.fds[:0]
+	for len(r.fds) < n {
+		_, oobn, flags, _, err := unix.Recvmsg(r.sock, r.data[:], r.oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			CloseAll(r.fds)
+			return nil, os.NewSyscallError("recvmsg", err)
+		}
+		before := len(r.fds)
+		r.fds = AppendRights(r.fds, r.oob[:oobn])
+		if flags&unix.MSG_CTRUNC != 0 {
+			CloseAll(r.fds)
+			return nil, ErrTruncated
+		}
+		if len(r.fds) == before {
+			CloseAll(r.fds)
+			return nil, fmt.Errorf("floor: a message without descriptors after %d of %d", before, n)
+		}
+	}
+	return r.fds, nil
+}
+
+func writeFull(fd int, p []byte) error {
+	for len(p) > 0 {
+		n, err := unix.Write(fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("write", err)
+		}
+		p = p[n:]
+	}
+	return nil
+}
+
+// AppendRights appends the descriptors of every SCM_RIGHTS message in oob
+// to fds, without allocating when fds has room. Malformed control data ends
+// the walk; what was found so far is kept so that the caller can close it.
+func AppendRights(fds []int, oob []byte) []int {
+	hdr := unix.CmsgLen(0)
+	for len(oob) >= hdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(oob) {
+			return fds
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
+			for i := hdr; i+4 <= l; i += 4 {
+				fds = append(fds, int(*(*int32)(unsafe.Pointer(&oob[i]))))
+			}
+		}
+		next := unix.CmsgSpace(l - hdr)
+		if next >= len(oob) {
+			return fds
+		}
+		oob = oob[next:]
+	}
+	return fds
+}
+
+// CloseAll closes fds with one close_range per run of consecutive numbers.
+// The kernel hands out the lowest free numbers, so a received set is a few
+// such runs; a run holds only numbers from fds, so nothing else is closed.
+func CloseAll(fds []int) {
+	for i := 0; i < len(fds); {
+		j := i + 1
+		for j < len(fds) && fds[j] == fds[j-1]+1 {
+			j++
+		}
+		if j-i == 1 || unix.CloseRange(uint(fds[i]), uint(fds[j-1]), 0) != nil {
+			for _, fd := range fds[i:j] {
+				unix.Close(fd)
+			}
+		}
+		i = j
+	}
+}

@@ -1,0 +1,330 @@
+package transfer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	fdpeer "github.com/ftrvxmtrx/fd"
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/bench/internal/blocking"
+	"github.com/gracefulfd/graceful/bench/internal/floor"
+	"github.com/gracefulfd/graceful/bench/internal/harness"
+	"github.com/gracefulfd/graceful/graceful"
+)
+
+// Implementations the benchmarks compare.
+const (
+	Floor       = "floor"        // golang.org/x/sys/unix on blocking sockets
+	Net         = "net"          // the floor's messages through package net
+	FtrvxmtrxFd = "ftrvxmtrx-fd" // github.com/ftrvxmtrx/fd Put and Get
+	Graceful    = "graceful"     // this project's library
+	// Blocking is graceful.Server with a prototype receiver that makes
+	// blocking system calls (internal/blocking): what the library's
+	// receiving side would cost without Go's poller.
+	Blocking = "graceful-blocking-receiver"
+	// BlockingBoth is the prototype on both sides: the protocol's own
+	// cost, without package net on either side.
+	BlockingBoth = "protocol-blocking-both"
+)
+
+// Modes of a transfer.
+const (
+	// Conn: every request on one open connection.
+	Conn = "conn"
+	// Dial: a new connection for every request, the way a restarting
+	// process asks for its predecessor's descriptors.
+	Dial = "dial"
+)
+
+// Receiver asks a sender in another process for its n descriptors and
+// closes them.
+type Receiver interface {
+	Receive(n int) error
+}
+
+// Implementations lists what each mode can measure.
+var Implementations = map[string][]string{
+	Conn: {Floor, Net, FtrvxmtrxFd, Graceful},
+	Dial: {Floor, Graceful, Blocking, BlockingBoth},
+}
+
+// Supports reports whether impl can move n descriptors in mode.
+func Supports(mode, impl string, n int) bool {
+	// graceful.SendTo sends one descriptor per session; a Server, which
+	// sends whole sets, runs one session per connection.
+	return !(mode == Conn && impl == Graceful && n != 1)
+}
+
+// Start starts the sending process for impl in mode, serving n
+// descriptors per request, and returns the receiving end. Both are closed
+// when tb ends.
+func Start(tb testing.TB, mode, impl string, n int) Receiver {
+	tb.Helper()
+	env := []string{CountEnv + "=" + strconv.Itoa(n)}
+	switch mode {
+	case Conn:
+		mine, theirs, err := harness.Socketpair()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		role := map[string]string{Floor: RoleFloorConn, Net: RoleNetConn, FtrvxmtrxFd: RoleFdConn, Graceful: RoleGracefulConn}[impl]
+		// Close our end before the child is stopped, so that it sees EOF.
+		harness.Start(tb, role, env, theirs)
+		if impl == Floor {
+			tb.Cleanup(func() { mine.Close() })
+			return &floorConnReceiver{r: floor.NewReceiver(int(mine.Fd()))}
+		}
+		c, err := net.FileConn(mine)
+		mine.Close()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { c.Close() })
+		uc := c.(*net.UnixConn)
+		switch impl {
+		case Net:
+			return &netReceiver{conn: uc, oob: make([]byte, unix.CmsgSpace((floor.BatchSize+1)*4))}
+		case FtrvxmtrxFd:
+			return &fdReceiver{conn: uc}
+		case Graceful:
+			return &gracefulConnReceiver{conn: uc}
+		}
+	case Dial:
+		dir, err := os.MkdirTemp("", "gf")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { os.RemoveAll(dir) })
+		path := filepath.Join(dir, "s")
+		ln, err := harness.ListenUnix(path)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		switch impl {
+		case Floor:
+			harness.Start(tb, RoleFloorDial, env, ln)
+			return &floorDialReceiver{path: path}
+		case Graceful:
+			harness.Start(tb, RoleGracefulDial, env, ln)
+			return &gracefulDialReceiver{path: path}
+		case Blocking:
+			harness.Start(tb, RoleGracefulDial, env, ln)
+			return &blockingReceiver{path: path, r: blocking.Receiver{Timeout: 10 * time.Second}}
+		case BlockingBoth:
+			harness.Start(tb, RoleBlockingDial, env, ln)
+			return &blockingReceiver{path: path, r: blocking.Receiver{Timeout: 10 * time.Second}}
+		}
+	}
+	tb.Fatalf("no %s transfer for %s", mode, impl)
+	return nil
+}
+
+func checkCount(got, want int) error {
+	if got != want {
+		return fmt.Errorf("%w: %d of %d", harness.ErrShort, got, want)
+	}
+	return nil
+}
+
+type floorConnReceiver struct{ r *floor.Receiver }
+
+func (f *floorConnReceiver) Receive(n int) error {
+	fds, err := f.r.Request(n)
+	if err != nil {
+		return err
+	}
+	floor.CloseAll(fds)
+	return checkCount(len(fds), n)
+}
+
+type floorDialReceiver struct {
+	path string
+	addr unix.SockaddrUnix
+	conn floorConnReceiver
+}
+
+func (f *floorDialReceiver) Receive(n int) error {
+	sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(sock)
+	f.addr.Name = f.path
+	if err := unix.Connect(sock, &f.addr); err != nil {
+		return os.NewSyscallError("connect", err)
+	}
+	if f.conn.r == nil {
+		f.conn.r = floor.NewReceiver(sock)
+	}
+	f.conn.r.Reset(sock)
+	return f.conn.Receive(n)
+}
+
+type netReceiver struct {
+	conn *net.UnixConn
+	req  [1]byte
+	buf  [64]byte
+	oob  []byte
+	fds  []int
+}
+
+func (r *netReceiver) Receive(n int) error {
+	if _, err := r.conn.Write(r.req[:]); err != nil {
+		return err
+	}
+	r.fds = r.fds[:0]
+	for len(r.fds) < n {
+		_, oobn, flags, _, err := r.conn.ReadMsgUnix(r.buf[:], r.oob)
+		r.fds = floor.AppendRights(r.fds, r.oob[:oobn])
+		if err == nil && flags&unix.MSG_CTRUNC != 0 {
+			err = floor.ErrTruncated
+		}
+		if err != nil {
+			floor.CloseAll(r.fds)
+			return err
+		}
+	}
+	floor.CloseAll(r.fds)
+	return checkCount(len(r.fds), n)
+}
+
+// fdReceiver uses the peer library as documented: Get returns *os.File
+// values, which the caller must close one by one (each has a finalizer,
+// so a bulk close_range behind their backs would be unsafe).
+type fdReceiver struct {
+	conn *net.UnixConn
+	req  [1]byte
+}
+
+func (r *fdReceiver) Receive(n int) error {
+	if _, err := r.conn.Write(r.req[:]); err != nil {
+		return err
+	}
+	got := 0
+	for got < n {
+		files, err := fdpeer.Get(r.conn, min(n-got, floor.BatchSize), nil)
+		got += len(files)
+		for _, f := range files {
+			f.Close()
+		}
+		if err != nil {
+			return err
+		}
+		if len(files) == 0 {
+			return fmt.Errorf("%w: an empty message after %d", harness.ErrShort, got)
+		}
+	}
+	return checkCount(got, n)
+}
+
+type gracefulConnReceiver struct {
+	conn *net.UnixConn
+	fds  []int
+}
+
+func (r *gracefulConnReceiver) Receive(n int) error {
+	r.fds = r.fds[:0]
+	err := graceful.ReceiveFrom(r.conn, r.collect)
+	floor.CloseAll(r.fds)
+	if err != nil {
+		return err
+	}
+	return checkCount(len(r.fds), n)
+}
+
+func (r *gracefulConnReceiver) collect(fd int, _ io.Reader) error {
+	r.fds = append(r.fds, fd)
+	return nil
+}
+
+type gracefulDialReceiver struct {
+	path string
+	fds  []int
+	busy int
+}
+
+// Receive retries at once when the server answers BUSY: the server
+// releases a set only after it has read the previous receiver's READY, so a
+// receiver that dials right after the previous Receive returned can find it
+// still busy. Retries are counted (BusyRetries).
+func (r *gracefulDialReceiver) Receive(n int) error {
+	for {
+		r.fds = r.fds[:0]
+		err := graceful.Receive(r.path, r.collect)
+		floor.CloseAll(r.fds)
+		if errors.Is(err, graceful.ErrBusy) && r.busy < maxBusyRetries {
+			r.busy++
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return checkCount(len(r.fds), n)
+	}
+}
+
+// maxBusyRetries bounds the retries of one benchmark.
+const maxBusyRetries = 1 << 20
+
+// BusyRetries reports how many times a receiver was told BUSY and tried
+// again, for receivers that can be.
+func BusyRetries(r Receiver) (int, bool) {
+	switch g := r.(type) {
+	case *gracefulDialReceiver:
+		return g.busy, true
+	case *blockingReceiver:
+		return g.busy, true
+	}
+	return 0, false
+}
+
+type blockingReceiver struct {
+	path string
+	r    blocking.Receiver
+	fds  []int
+	busy int
+}
+
+// Receive retries BUSY at once, as gracefulDialReceiver does.
+func (b *blockingReceiver) Receive(n int) error {
+	for {
+		var err error
+		b.fds, err = b.r.Receive(b.path, b.fds[:0])
+		floor.CloseAll(b.fds)
+		if errors.Is(err, blocking.ErrBusy) && b.busy < maxBusyRetries {
+			b.busy++
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return checkCount(len(b.fds), n)
+	}
+}
+
+func (r *gracefulDialReceiver) collect(fd int, _ io.Reader) error {
+	r.fds = append(r.fds, fd)
+	return nil
+}
+
+// StartFloorReceiver starts a floor sender of n descriptors in a child
+// process and returns the receiver, for benchmarks that need received
+// descriptors to work on. Both are closed when tb ends.
+func StartFloorReceiver(tb testing.TB, n int) *floor.Receiver {
+	tb.Helper()
+	mine, theirs, err := harness.Socketpair()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	harness.Start(tb, RoleFloorConn, []string{CountEnv + "=" + strconv.Itoa(n)}, theirs)
+	tb.Cleanup(func() { mine.Close() })
+	return floor.NewReceiver(int(mine.Fd()))
+}

@@ -1,0 +1,244 @@
+// Package transfer holds both ends of every descriptor transfer the
+// benchmarks measure: the sender roles, which run in a child process, and
+// the receivers, which run in the benchmark. Each receiver asks for the
+// sender's whole set, takes every descriptor into its hands and closes
+// them all before returning, so that every operation costs the same work
+// at the receiving end apart from the mechanism under test.
+package transfer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	fdpeer "github.com/ftrvxmtrx/fd"
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/bench/internal/blocking"
+	"github.com/gracefulfd/graceful/bench/internal/floor"
+	"github.com/gracefulfd/graceful/bench/internal/harness"
+	"github.com/gracefulfd/graceful/graceful"
+)
+
+// Environment of the sender roles.
+const (
+	// CountEnv is the number of descriptors a sender hands out.
+	CountEnv = "GF_BENCH_FDS"
+)
+
+// Sender roles. Each finds its socket at descriptor 3: a connected socket
+// for the "-conn" roles, a listening one for the "-dial" roles.
+const (
+	RoleFloorConn    = "floor-conn"
+	RoleFloorDial    = "floor-dial"
+	RoleNetConn      = "net-conn"
+	RoleFdConn       = "ftrvxmtrx-fd-conn"
+	RoleGracefulConn = "graceful-conn"
+	RoleGracefulDial = "graceful-dial"
+	RoleBlockingDial = "blocking-dial"
+)
+
+// Roles maps each sender role to its body, for harness.Main.
+var Roles = map[string]func() error{
+	RoleFloorConn:    floorConn,
+	RoleFloorDial:    floorDial,
+	RoleNetConn:      netConn,
+	RoleFdConn:       fdConn,
+	RoleGracefulConn: gracefulConn,
+	RoleGracefulDial: gracefulDial,
+	RoleBlockingDial: blockingDial,
+}
+
+// senderFds opens the descriptors a sender hands out: duplicates of one
+// TCP listener, as a restarting server would hand out its listeners.
+func senderFds() (*os.File, []int, error) {
+	n, err := harness.EnvInt(CountEnv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return harness.TCPListenerDups(n)
+}
+
+func floorConn() error {
+	ln, fds, err := senderFds()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	return floor.NewSender(3, fds).Serve()
+}
+
+// floorDial accepts one connection per request: accept4, read the
+// request, sendmsg, close.
+func floorDial() error {
+	harness.ExitWhenStdinCloses()
+	ln, fds, err := senderFds()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	for {
+		conn, _, err := unix.Accept4(3, unix.SOCK_CLOEXEC)
+		if err == unix.EINTR || err == unix.ECONNABORTED {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("accept4", err)
+		}
+		err = floor.NewSender(conn, fds).Serve()
+		unix.Close(conn)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// inheritedConn turns descriptor 3 into a *net.UnixConn.
+func inheritedConn() (*net.UnixConn, error) {
+	f := os.NewFile(3, "conn")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("descriptor 3 is a %T", c)
+	}
+	return uc, nil
+}
+
+// netConn is the floor written with package net instead of raw system
+// calls: the same messages, through Go's poller.
+func netConn() error {
+	ln, fds, err := senderFds()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	conn, err := inheritedConn()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var batches [][]byte
+	for i := 0; i < len(fds); i += floor.BatchSize {
+		batches = append(batches, unix.UnixRights(fds[i:min(i+floor.BatchSize, len(fds))]...))
+	}
+	req := make([]byte, 1)
+	for {
+		if _, err := conn.Read(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		for _, oob := range batches {
+			if _, _, err := conn.WriteMsgUnix(req, oob, nil); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// fdConn answers each request with the peer library's Put, in batches it
+// can carry.
+func fdConn() error {
+	ln, fds, err := senderFds()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), "dup")
+	}
+	conn, err := inheritedConn()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	req := make([]byte, 1)
+	for {
+		if _, err := conn.Read(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		for i := 0; i < len(files); i += floor.BatchSize {
+			if err := fdpeer.Put(conn, files[i:min(i+floor.BatchSize, len(files))]...); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// gracefulConn runs one sending session per request on an open
+// connection. The library sends one descriptor per session on a
+// connection of its caller's (SendTo), so this role serves one-descriptor
+// sets only.
+func gracefulConn() error {
+	ln, fds, err := senderFds()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if len(fds) != 1 {
+		return fmt.Errorf("%s sends one descriptor per session, asked for %d", RoleGracefulConn, len(fds))
+	}
+	conn, err := inheritedConn()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for {
+		if err := graceful.SendTo(conn, fds[0], nil); err != nil {
+			if errors.Is(err, graceful.ErrPeerClosed) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// gracefulDial serves every set with a graceful.Server on the inherited
+// listener: the way a restarting process offers its descriptors.
+func gracefulDial() error {
+	harness.ExitWhenStdinCloses()
+	ln, fds, err := senderFds()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	f := os.NewFile(3, "listener")
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	srv := &graceful.Server{Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
+		for _, fd := range fds {
+			if w.Write(fd, nil) != nil {
+				return
+			}
+		}
+	})}
+	return srv.Serve(l)
+}
+
+// blockingDial serves sets with the prototype blocking sender
+// (internal/blocking) on the inherited blocking listener.
+func blockingDial() error {
+	harness.ExitWhenStdinCloses()
+	ln, fds, err := senderFds()
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	return blocking.Serve(3, fds, 10*time.Second)
+}
