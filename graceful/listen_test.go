@@ -66,6 +66,21 @@ var _ = Describe("ListenAndServe", func() {
 		Eventually(newDone).Should(Receive(BeNil()))
 	})
 
+	It("is Listen followed by Serve, for a program that must know when it is reachable", func() {
+		addr := socketAddr()
+		ln, err := graceful.Listen(addr)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(socketMode(addr)).To(Equal(os.ModeSocket | 0o600))
+		srv := &graceful.Server{Handler: graceful.CallbackHandler(func() {})}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		Expect(graceful.Receive(addr, func(int, io.Reader) error { return nil })).To(Succeed())
+		Expect(srv.Close()).To(Succeed())
+		Eventually(served).Should(Receive(MatchError(graceful.ErrServerClosed)))
+		_, err = os.Stat(addr)
+		Expect(err).To(MatchError(os.ErrNotExist))
+	})
+
 	It("removes its socket file on Close", func() {
 		addr := socketAddr()
 		srv := &graceful.Server{Handler: graceful.CallbackHandler(func() {})}

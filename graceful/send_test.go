@@ -154,3 +154,38 @@ var _ = Describe("sending on a connection of one's own", func() {
 		Eventually(result).Should(Receive(MatchError(graceful.ErrNotFiler)))
 	})
 })
+
+var _ = Describe("Server.ServeConn on a connection of one's own", func() {
+	It("sends a whole set per session until the receiver closes, and leaves the connection open", func() {
+		fds := pipeFds(300)
+		srv := &graceful.Server{
+			Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
+				for _, fd := range fds {
+					Expect(w.Write(fd, nil)).To(Succeed())
+				}
+			}),
+		}
+		done := make(chan error, 4)
+		srv.Done = func(err error) { done <- err }
+		a, b := socketPair()
+		defer a.Close()
+		defer b.Close()
+		served := make(chan error, 1)
+		go func() { served <- srv.ServeConn(b) }()
+
+		for range 2 {
+			var set []got
+			Expect(graceful.ReceiveFrom(a, collect(&set))).To(Succeed())
+			Expect(graceful.Ready(a)).To(Succeed())
+			Eventually(done).Should(Receive(BeNil()))
+			Expect(set).To(HaveLen(300))
+			Expect(set[299].id).To(Equal(identityOf(fds[299])))
+		}
+		Expect(a.Close()).To(Succeed())
+		Eventually(served).Should(Receive(BeNil()))
+		Consistently(done).ShouldNot(Receive(), "a close between sessions is not a failed session")
+		_, err := b.Write([]byte{0})
+		Expect(err).To(HaveOccurred(), "the peer is gone, but b itself must still be open")
+		Expect(err).NotTo(MatchError(net.ErrClosed))
+	})
+})

@@ -215,6 +215,10 @@ func serveSession(conn net.Conn, t transport, cfg senderConfig, fill func(net.Co
 // away or the deadline passed.
 func stepError(frame string, timeout time.Duration, err error) error {
 	switch {
+	case errors.Is(err, io.EOF) && frame == "HELLO":
+		// io.EOF stays in the chain: a close between sessions is how a
+		// receiver says it wants no more (ServeConn).
+		return fmt.Errorf("%w: closed before HELLO: %w", ErrPeerClosed, io.EOF)
 	case errors.Is(err, io.EOF):
 		return fmt.Errorf("%w: closed before %s", ErrPeerClosed, frame)
 	case errors.Is(err, os.ErrDeadlineExceeded):

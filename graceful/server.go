@@ -3,6 +3,7 @@ package graceful
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -72,7 +73,7 @@ func (s *Server) ListenAndServe(addr string) error {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
-	ln, err := listenPrivate(addr)
+	ln, err := Listen(addr)
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -147,25 +148,60 @@ func (s *Server) Close() error {
 func (s *Server) serveConn(conn net.Conn) {
 	defer s.sessions.Done()
 	defer s.untrack(conn)
-	log := logger{s.Logger}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		s.report(conn, fmt.Errorf("%w: %T", ErrNotUnixConn, conn))
+		return
+	}
+	// The accepted socket is the server's alone: its session runs on it
+	// with blocking calls, which the kernel wakes directly rather than
+	// through Go's poller.
+	b, err := fdpass.BlockingOf(uc)
+	if err != nil {
+		s.report(conn, err)
+		return
+	}
+	s.run(conn, b, s.config(), false)
+}
+
+func (s *Server) config() senderConfig {
 	cfg := senderConfig{
 		timeout:      s.Timeout,
 		readyTimeout: s.ReadyTimeout,
 		authorize:    s.Authorize,
-		log:          log,
+		log:          logger{s.Logger},
 	}
 	if cfg.readyTimeout == 0 {
 		cfg.readyTimeout = DefaultReadyTimeout
 	}
+	return cfg
+}
+
+// run runs one session and reports it. With between set, a receiver that
+// closes instead of starting the session is ending the connection, not
+// failing a session, and is not reported.
+func (s *Server) run(conn net.Conn, t transport, cfg senderConfig, between bool) error {
 	claimed := false
 	cfg.busy = func() bool {
 		claimed = s.claim()
 		return !claimed
 	}
-	err := s.session(conn, cfg)
+	err := serveSession(conn, t, cfg, func(c net.Conn, w ResponseWriter) {
+		if s.Handler != nil {
+			s.Handler.Handle(c, w)
+		}
+	})
 	if claimed {
 		s.release()
 	}
+	if !between || !errors.Is(err, io.EOF) {
+		s.report(conn, err)
+	}
+	return err
+}
+
+func (s *Server) report(conn net.Conn, err error) {
+	log := logger{s.Logger}
 	if err != nil {
 		log.Errorf("graceful: session with %v: %v", conn.RemoteAddr(), err)
 	} else {
@@ -176,23 +212,28 @@ func (s *Server) serveConn(conn net.Conn) {
 	}
 }
 
-// session runs on the accepted socket with blocking calls: the connection
-// is the server's alone, and a blocking recvmsg is woken by the kernel
-// directly rather than through Go's poller.
-func (s *Server) session(conn net.Conn, cfg senderConfig) error {
+// ServeConn runs sessions on conn, a connection the caller made (accepted
+// or dialed), until the receiver closes it between two sessions; then it
+// returns nil. Each session sends what Handler writes, one set at a time
+// with the Server's other sessions. conn stays open and the caller's: no
+// byte after the last session is read, and no deadline is left on it.
+func (s *Server) ServeConn(conn net.Conn) error {
 	uc, ok := conn.(*net.UnixConn)
 	if !ok {
 		return fmt.Errorf("%w: %T", ErrNotUnixConn, conn)
 	}
-	b, err := fdpass.BlockingOf(uc)
-	if err != nil {
-		return err
-	}
-	return serveSession(conn, b, cfg, func(c net.Conn, w ResponseWriter) {
-		if s.Handler != nil {
-			s.Handler.Handle(c, w)
+	cfg := s.config()
+	cfg.exact = true
+	for sessions := 0; ; sessions++ {
+		err := s.run(conn, pollerConn{uc}, cfg, sessions > 0)
+		switch {
+		case err == nil:
+		case sessions > 0 && errors.Is(err, io.EOF):
+			return nil
+		default:
+			return err
 		}
-	})
+	}
 }
 
 func (s *Server) track(c net.Conn) bool {
@@ -238,11 +279,13 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-// listenPrivate binds a unix socket in a fresh 0700 directory beside addr,
-// makes it 0600, and renames it onto addr: it is never reachable with wider
-// permissions (AUTH-3). Closing the listener removes addr only while addr
-// is still this socket.
-func listenPrivate(addr string) (net.Listener, error) {
+// Listen creates the unix socket that ListenAndServe serves on, for a
+// program that must know when it is reachable, or serve it with Serve: it
+// binds in a fresh 0700 directory beside addr, makes the socket 0600, and
+// renames it onto addr, so it is never reachable with wider permissions
+// (AUTH-3) and atomically replaces a previous generation's socket file.
+// Closing the listener removes addr only while addr is still this socket.
+func Listen(addr string) (net.Listener, error) {
 	dir, err := os.MkdirTemp(filepath.Dir(addr), ".gf")
 	if err != nil {
 		return nil, err
