@@ -62,6 +62,19 @@
 //   - The server reports success (Server.Done with nil) only when the
 //     receiver acknowledged the whole set and said it was ready.
 //
+// # Connections
+//
+// Server (ListenAndServe, or Listen and Serve) runs one session per
+// receiver that connects; ServeConn runs sessions on a connection you
+// made. Receive dials, receives one set and says ready; ReceiveFrom and
+// Ready do the same on your own connection, so that you can say ready
+// once you serve. The Send*To functions send one descriptor per session on
+// your connection. On the sockets it owns (those Receive dials and those a
+// Server accepts), the library uses blocking system calls with kernel
+// timeouts (SO_RCVTIMEO, SO_SNDTIMEO) rather than Go's poller: each wait
+// is then one system call woken by the kernel. Your own connections keep
+// Go's poller and get their deadlines cleared when a session ends.
+//
 // # Ownership
 //
 // The callback given to Receive owns each fd it is called with, even if
