@@ -100,6 +100,15 @@ func (t *tailBuffer) String() string {
 // numbers: os/exec would call (*os.File).Fd on them, which puts the shared
 // open file descriptions in blocking mode and would spoil the checks of
 // TRN-9.
+//
+// It does not use harness.Start, which passes descriptors the same safe
+// way, because the adapter contract (spec/adapter.md section 1) needs two
+// things harness.Start does not do: requests go to the adapter's stdin
+// (harness.Start gives its children /dev/null), and the adapter's process
+// group is killed even after the adapter itself has exited, so that a
+// descendant holding the received descriptors (which the contract allows)
+// does not outlive the scenario (harness.Kill stops signalling the group
+// once the leader is reaped).
 func startAdapter(name string, command []string, extra []int, wait time.Duration, log io.Writer) (*adapterProc, error) {
 	if len(command) == 0 {
 		return nil, fmt.Errorf("%w: no adapter command", errAdapter)

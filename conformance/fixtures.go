@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
+	"github.com/gracefulfd/graceful/harness"
 )
 
 // fixture is a descriptor the suite creates and hands over, with what it
@@ -22,7 +23,7 @@ type fixture struct {
 	name    string
 	kind    wire.Kind // what it truly is
 	fd      int       // the suite's own descriptor (the original)
-	id      ident
+	id      harness.FileID
 	meta    []byte
 	hasMeta bool
 
@@ -60,7 +61,7 @@ func nonce() []byte {
 }
 
 func finish(f *fixture, fd int, kind wire.Kind, name string) (*fixture, error) {
-	id, err := identOf(fd)
+	id, err := harness.FileIDOf(fd)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -257,8 +258,8 @@ func (s fixtureSet) records() []wire.Record {
 	return out
 }
 
-func (s fixtureSet) idents() map[ident]bool {
-	out := map[ident]bool{}
+func (s fixtureSet) idents() map[harness.FileID]bool {
+	out := map[harness.FileID]bool{}
 	for _, f := range s {
 		out[f.id] = true
 	}

@@ -4,96 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/harness"
 )
 
-// ident is a descriptor's identity: the st_dev and st_ino of the object
-// behind it. Two descriptors with the same ident name the same socket,
-// pipe or file.
-type ident struct{ Dev, Ino uint64 }
-
-func (i ident) String() string { return fmt.Sprintf("dev %d ino %d", i.Dev, i.Ino) }
-
-// identOf returns the identity of one of the suite's own descriptors.
-func identOf(fd int) (ident, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return ident{}, os.NewSyscallError("fstat", err)
-	}
-	return ident{uint64(st.Dev), st.Ino}, nil
-}
-
-// procFd describes one descriptor of another process, as /proc shows it.
-type procFd struct {
-	Fd      int
-	Ident   ident
-	CloExec bool
-	Flags   int // the open file description's status flags (fdinfo "flags")
-}
-
-// procFds lists the descriptors of pid, following each /proc/<pid>/fd/N
-// link with stat (the object itself, whatever the process says about it).
-// Descriptors that close while it reads are left out.
-func procFds(pid int) (map[int]procFd, error) {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
-	entries, err := os.ReadDir(dir)
+// holding returns the descriptors of pid that refer to one of ids.
+func holding(pid int, ids map[harness.FileID]bool) ([]harness.FD, error) {
+	all, err := harness.ListFDs(pid)
 	if err != nil {
 		return nil, err
 	}
-	out := map[int]procFd{}
-	for _, e := range entries {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		p, err := procFdInfo(pid, n)
-		if err != nil {
-			continue
-		}
-		out[n] = p
-	}
-	return out, nil
-}
-
-// procFdInfo describes descriptor fd of process pid.
-func procFdInfo(pid, fd int) (procFd, error) {
-	base := "/proc/" + strconv.Itoa(pid)
-	var st unix.Stat_t
-	if err := unix.Stat(filepath.Join(base, "fd", strconv.Itoa(fd)), &st); err != nil {
-		return procFd{}, err
-	}
-	info, err := os.ReadFile(filepath.Join(base, "fdinfo", strconv.Itoa(fd)))
-	if err != nil {
-		return procFd{}, err
-	}
-	p := procFd{Fd: fd, Ident: ident{uint64(st.Dev), st.Ino}}
-	for _, line := range strings.Split(string(info), "\n") {
-		if v, ok := strings.CutPrefix(line, "flags:"); ok {
-			flags, err := strconv.ParseInt(strings.TrimSpace(v), 8, 64)
-			if err != nil {
-				return procFd{}, fmt.Errorf("fdinfo flags %q: %w", v, err)
-			}
-			p.Flags = int(flags)
-			p.CloExec = flags&unix.O_CLOEXEC != 0
-		}
-	}
-	return p, nil
-}
-
-// holding returns the descriptors of pid whose identity is one of ids.
-func holding(pid int, ids map[ident]bool) ([]procFd, error) {
-	all, err := procFds(pid)
-	if err != nil {
-		return nil, err
-	}
-	var out []procFd
-	for _, p := range all {
-		if ids[p.Ident] {
-			out = append(out, p)
+	var out []harness.FD
+	for _, fd := range all {
+		if ids[fd.ID] {
+			out = append(out, fd)
 		}
 	}
 	return out, nil
@@ -130,12 +56,12 @@ func setSockOpts(pid int, path string, opts ...int) error {
 		return os.NewSyscallError("pidfd_open", err)
 	}
 	defer unix.Close(pidfd)
-	fds, err := procFds(pid)
+	fds, err := harness.ListFDs(pid)
 	if err != nil {
 		return err
 	}
-	for n := range fds {
-		dup, err := unix.PidfdGetfd(pidfd, n, 0)
+	for _, fd := range fds {
+		dup, err := unix.PidfdGetfd(pidfd, fd.Num, 0)
 		if err != nil {
 			continue
 		}
@@ -160,13 +86,13 @@ func setSockOpts(pid int, path string, opts ...int) error {
 
 // selfPidfd returns the identity of a pidfd of this process: the object
 // SCM_PIDFD hands the receiver.
-func selfPidfd() (ident, error) {
+func selfPidfd() (harness.FileID, error) {
 	fd, err := unix.PidfdOpen(os.Getpid(), 0)
 	if err != nil {
-		return ident{}, os.NewSyscallError("pidfd_open", err)
+		return harness.FileID{}, os.NewSyscallError("pidfd_open", err)
 	}
 	defer unix.Close(fd)
-	return identOf(fd)
+	return harness.FileIDOf(fd)
 }
 
 // limitFiles lowers pid's RLIMIT_NOFILE soft limit so that only free more
@@ -176,15 +102,19 @@ func limitFiles(pid, free int) (restore func() error, err error) {
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
 		return nil, os.NewSyscallError("prlimit", err)
 	}
-	fds, err := procFds(pid)
+	fds, err := harness.ListFDs(pid)
 	if err != nil {
 		return nil, err
+	}
+	used := map[int]bool{}
+	for _, fd := range fds {
+		used[fd.Num] = true
 	}
 	// The kernel hands out the lowest free numbers: find the limit under
 	// which exactly free numbers are unused.
 	limit, unused := 0, 0
 	for ; ; limit++ {
-		if _, used := fds[limit]; used {
+		if used[limit] {
 			continue
 		}
 		if unused == free {

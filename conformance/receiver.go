@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
+	"github.com/gracefulfd/graceful/harness"
 )
 
 // receiverScenario describes one run of the implementation as a receiver
@@ -107,11 +108,11 @@ type receiverRun struct {
 	reply    receiveReply
 	replyErr error
 
-	held      []procFd       // the adapter's descriptors that are objects the suite sent
-	foreign   map[ident]bool // objects the kernel handed the adapter besides the set (SCM_PIDFD)
-	noOption  error          // the kernel lacks a socket option the scenario wanted
-	stray     []procFd       // the adapter's descriptors that are foreign objects
-	reported  map[int]procFd // what /proc says about each reported fd
+	held      []harness.FD            // the adapter's descriptors that are objects the suite sent
+	foreign   map[harness.FileID]bool // objects the kernel handed the adapter besides the set (SCM_PIDFD)
+	noOption  error                   // the kernel lacks a socket option the scenario wanted
+	stray     []harness.FD            // the adapter's descriptors that are foreign objects
+	reported  map[int]harness.FD      // what /proc says about each reported fd
 	challErrs []error
 	finishErr error
 	stderr    string
@@ -253,9 +254,9 @@ func (r *receiverRun) inspect() {
 			return
 		}
 	}
-	r.reported = map[int]procFd{}
+	r.reported = map[int]harness.FD{}
 	for _, d := range r.reply.Descriptors {
-		if p, err := procFdInfo(r.a.holder, d.Fd); err == nil {
+		if p, err := harness.DescribeFD(r.a.holder, d.Fd); err == nil {
 			r.reported[d.Fd] = p
 		}
 	}
@@ -266,7 +267,7 @@ func (r *receiverRun) inspect() {
 func (r *receiverRun) prove() {
 	r.challErrs = make([]error, len(r.reply.Descriptors))
 	for i, d := range r.reply.Descriptors {
-		f := r.set.byIdent(r.reported[d.Fd].Ident)
+		f := r.set.byIdent(r.reported[d.Fd].ID)
 		if f == nil || f.challenge == nil {
 			continue
 		}
@@ -274,7 +275,7 @@ func (r *receiverRun) prove() {
 	}
 }
 
-func (s fixtureSet) byIdent(id ident) *fixture {
+func (s fixtureSet) byIdent(id harness.FileID) *fixture {
 	for _, f := range s {
 		if f.id == id {
 			return f

@@ -127,7 +127,7 @@ func (r *receiverRun) expectSameDescriptors() {
 	for i, d := range r.reply.Descriptors {
 		p, ok := r.reported[d.Fd]
 		Expect(ok).To(BeTrue(), "descriptor %d: fd %d is not open in pid %d%s", i, d.Fd, r.a.holder, r.transcript())
-		Expect(p.Ident).To(Equal(r.set[i].id), "descriptor %d: fd %d is not the %s the suite sent as record %d%s",
+		Expect(p.ID).To(Equal(r.set[i].id), "descriptor %d: fd %d is not the %s the suite sent as record %d%s",
 			i, d.Fd, r.set[i].name, i, r.transcript())
 		if r.challErrs != nil {
 			Expect(r.challErrs[i]).NotTo(HaveOccurred(), "descriptor %d (%s) failed its challenge%s", i, r.set[i].name, r.transcript())
@@ -168,7 +168,7 @@ func (r *receiverRun) expectCloExec() {
 	GinkgoHelper()
 	Expect(r.held).NotTo(BeEmpty(), "no descriptor received"+r.transcript())
 	for _, p := range r.held {
-		Expect(p.CloExec).To(BeTrue(), "fd %d of pid %d is not close-on-exec%s", p.Fd, r.a.holder, r.transcript())
+		Expect(p.CloseOnExec()).To(BeTrue(), "fd %d of pid %d is not close-on-exec%s", p.Num, r.a.holder, r.transcript())
 	}
 }
 
@@ -198,8 +198,8 @@ func (r *receiverRun) expectNoLeak() {
 	}
 	var leaked []string
 	for _, p := range r.held {
-		if !reported[p.Fd] {
-			leaked = append(leaked, fmt.Sprintf("fd %d (%v)", p.Fd, p.Ident))
+		if !reported[p.Num] {
+			leaked = append(leaked, fmt.Sprintf("fd %d (%v)", p.Num, p.ID))
 		}
 	}
 	Expect(leaked).To(BeEmpty(), "pid %d still holds descriptors the suite sent that its user never got%s", r.a.holder, r.transcript())

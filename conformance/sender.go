@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
+	"github.com/gracefulfd/graceful/harness"
 )
 
 // senderScenario describes one run of the implementation as a sender
@@ -197,7 +198,7 @@ type sessionLog struct {
 	welcome  int // version, -1 when none
 	records  []wire.Record
 	fds      []arrived
-	idents   []ident
+	idents   []harness.FileID
 	endCount int // -1 when no END
 	errFrame *wire.ErrorFrame
 	received int   // descriptors received on the connection, all told
@@ -251,7 +252,7 @@ func (s *receiverScript) readSet(p *wirePeer) *sessionLog {
 				rec.Meta = append([]byte(nil), rec.Meta...)
 				l.records = append(l.records, rec)
 				l.fds = append(l.fds, f.Fds[i])
-				id, err := identOf(f.Fds[i].fd)
+				id, err := harness.FileIDOf(f.Fds[i].fd)
 				if err != nil {
 					p.violate("SND-2", "descriptor %d received: %v", len(l.fds)-1, err)
 				}

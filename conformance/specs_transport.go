@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
+	"github.com/gracefulfd/graceful/harness"
 )
 
 // A trickling peer sends a byte every trickleInterval to an
@@ -52,7 +53,7 @@ func transportSpecs(e *env) {
 					if err != nil {
 						return err
 					}
-					r.foreign = map[ident]bool{id: true}
+					r.foreign = map[harness.FileID]bool{id: true}
 					err = setSockOpts(r.a.holder, r.path, unix.SO_PASSCRED, soPassPidfd)
 					if errors.Is(err, errNoOption) {
 						r.noOption = err
