@@ -36,23 +36,6 @@ func BenchmarkHandoff(b *testing.B) {
 		}()
 		runHandoffs(b, g.Handoff)
 	})
-	b.Run("impl=graceful-blocking-receiver", func(b *testing.B) {
-		dir, err := os.MkdirTemp("", "gf")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer os.RemoveAll(dir)
-		g := handoff.NewGraceful(filepath.Join(dir, "s"), listenTCP(b))
-		if err := g.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() {
-			if err := g.Close(); err != nil {
-				b.Error(err)
-			}
-		}()
-		runHandoffs(b, g.HandoffBlocking)
-	})
 	b.Run("impl=tableflip", func(b *testing.B) {
 		// Each cycle needs a fresh first generation (one Upgrader per
 		// process, and an upgraded one cannot upgrade again): that start is
@@ -102,9 +85,8 @@ func BenchmarkHandoffPaired(b *testing.B) {
 		func() (time.Duration, error) { return timed(e.Handoff) },
 		func() (time.Duration, error) { return timed(g.Handoff) },
 		handoff.Tableflip{}.Cycle,
-		func() (time.Duration, error) { return timed(g.HandoffBlocking) },
 	}
-	var total [4]time.Duration
+	var total [3]time.Duration
 	for i := range b.N {
 		for k := range ways {
 			w := (i + k) % len(ways)
@@ -122,8 +104,6 @@ func BenchmarkHandoffPaired(b *testing.B) {
 	b.ReportMetric(float64(total[2].Nanoseconds())/n, "tableflip-ns/op")
 	b.ReportMetric(float64(total[1])/float64(total[0]), "graceful/exec")
 	b.ReportMetric(float64(total[1])/float64(total[2]), "graceful/tableflip")
-	b.ReportMetric(float64(total[3].Nanoseconds())/n, "blocking-ns/op")
-	b.ReportMetric(float64(total[3])/float64(total[0]), "blocking/exec")
 }
 
 func runHandoffs(b *testing.B, h func() (func() error, error)) {

@@ -18,13 +18,15 @@ package graceful_test
 // descriptor is in the receiver's hands and closed again (with one
 // close_range per run of consecutive numbers, the same for both).
 //
-//   - mode=conn: one request after another on one open connection. The
-//     library sends one descriptor per session on a caller's connection
-//     (SendTo), so this mode measures 1 descriptor only.
+//   - mode=conn: one request after another on one open connection:
+//     graceful.ReceiveFrom against Server.ServeConn (ReadyTimeout < 0, so a
+//     session is HELLO, the set, ACK: no READY, as SendTo), and the floor's
+//     request, recvmsg against read, sendmsg.
 //   - mode=dial: a new connection per request, the way a new process asks
-//     its predecessor: graceful.Receive against a graceful.Server, and the
-//     floor's connect, request, recvmsg, close against accept4, read,
-//     sendmsg, close.
+//     its predecessor: graceful.Receive against a graceful.Server (Receive
+//     asks a BUSY server again after a pause by itself; busy-retries/op
+//     counts how often), and the floor's connect, request, recvmsg, close
+//     against accept4, read, sendmsg, close.
 //   - proc=1: the sender is a goroutine of this process (a socketpair for
 //     mode=conn); proc=2: the sender is this test binary re-executed (see
 //     TestMain), so every wake-up crosses processes as in a real hand-off.
@@ -42,6 +44,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -86,7 +89,7 @@ func BenchmarkTransfer(b *testing.B) {
 		mode string
 		fds  []int
 	}{
-		{benchConn, []int{1}},
+		{benchConn, []int{1, 253, 1000}},
 		{benchDial, []int{1, 253, 1000}},
 	}
 	for _, procs := range []int{1, 2} {
@@ -108,7 +111,8 @@ func benchTransfer(b *testing.B, procs int, mode, impl string, n int) {
 			b.Errorf("%d descriptors open after the benchmark, %d before", after, before)
 		}
 	})
-	receive := benchStartSender(b, procs, mode, impl, n)
+	var busy benchBusy
+	receive := benchStartSender(b, procs, mode, impl, n, &busy)
 	var fds []int
 	op := func() {
 		fds = fds[:0]
@@ -128,6 +132,24 @@ func benchTransfer(b *testing.B, procs int, mode, impl string, n int) {
 		op()
 	}
 	b.StopTimer()
+	if mode == benchDial && impl == benchGraceful {
+		b.ReportMetric(float64(busy.n.Load())/float64(b.N), "busy-retries/op")
+	}
+}
+
+// benchBusy counts the sessions a Client was refused as BUSY (and retried
+// after a pause): it is the Client's Logger, which hears of every failed
+// session.
+type benchBusy struct{ n atomic.Int64 }
+
+func (*benchBusy) Debugf(string, ...any) {}
+func (*benchBusy) Infof(string, ...any)  {}
+func (b *benchBusy) Errorf(_ string, args ...any) {
+	for _, a := range args {
+		if err, ok := a.(error); ok && errors.Is(err, graceful.ErrBusy) {
+			b.n.Add(1)
+		}
+	}
 }
 
 // receiveFunc asks for the set once and appends what arrived to fds.
@@ -135,7 +157,7 @@ type receiveFunc func(fds []int) ([]int, error)
 
 // benchStartSender starts the sender, in this process or in a child, and
 // returns the receiving side. Everything is stopped when b ends.
-func benchStartSender(b *testing.B, procs int, mode, impl string, n int) receiveFunc {
+func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *benchBusy) receiveFunc {
 	b.Helper()
 	var mine, theirs *os.File // the receiver's socket, and what the sender serves on
 	path := ""
@@ -206,18 +228,11 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int) receive
 			}
 			return r.request(sock, n, fds)
 		}
-	default: // dial, graceful
+	default: // dial, graceful: Receive retries a BUSY server itself
+		c := &graceful.Client{Logger: busy}
 		return func(fds []int) ([]int, error) {
-			for tries := 0; ; tries++ {
-				err := graceful.Receive(path, func(fd int, _ io.Reader) error { fds = append(fds, fd); return nil })
-				// A Server releases its set only once it has read the previous
-				// receiver's READY, which can come after that receiver dialled
-				// again: such a BUSY is retried at once.
-				if errors.Is(err, graceful.ErrBusy) && tries < 1000 {
-					continue
-				}
-				return fds, err
-			}
+			err := c.Receive(path, func(fd int, _ io.Reader) error { fds = append(fds, fd); return nil })
+			return fds, err
 		}
 	}
 }
@@ -263,8 +278,11 @@ func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err
 		if err != nil {
 			return nil, err
 		}
+		srv := benchGracefulServer(fds)
+		srv.ReadyTimeout = -1
 		go func() {
-			err := benchGracefulSendLoop(c, fds)
+			// ServeConn returns nil once the receiver closes between sessions.
+			err := srv.ServeConn(c)
 			c.Close()
 			served <- err
 		}()
@@ -512,22 +530,6 @@ func benchCloseAll(fds []int) {
 			}
 		}
 		i = j
-	}
-}
-
-// benchGracefulSendLoop runs one SendTo session per request on c, until
-// the receiver closes the connection.
-func benchGracefulSendLoop(c net.Conn, fds []int) error {
-	if len(fds) != 1 {
-		return fmt.Errorf("SendTo sends one descriptor per session, not %d", len(fds))
-	}
-	for {
-		if err := graceful.SendTo(c, fds[0], nil); err != nil {
-			if errors.Is(err, graceful.ErrPeerClosed) {
-				return nil
-			}
-			return err
-		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -88,12 +89,20 @@ func (c *Client) Dial(addr string) (*net.UnixConn, error) {
 // client's timeout.
 func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 	deadline := time.Now().Add(c.timeout())
-	for pause := time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
+	for tries, pause := 0, time.Millisecond; ; tries++ {
 		err := c.receiveOnce(addr, cb)
 		if !errors.Is(err, ErrBusy) || time.Now().Add(pause).After(deadline) {
 			return err
 		}
+		// Most BUSY answers come from a server still reading the previous
+		// receiver's READY, and clear within microseconds; a sleep cannot
+		// be shorter than a millisecond.
+		if tries < 3 {
+			runtime.Gosched()
+			continue
+		}
 		time.Sleep(pause)
+		pause = min(2*pause, 100*time.Millisecond)
 	}
 }
 

@@ -284,7 +284,10 @@ func (s *Server) isClosed() bool {
 // binds in a fresh 0700 directory beside addr, makes the socket 0600, and
 // renames it onto addr, so it is never reachable with wider permissions
 // (AUTH-3) and atomically replaces a previous generation's socket file.
-// Closing the listener removes addr only while addr is still this socket.
+// Closing the listener leaves the file: a successor may have renamed its own
+// socket onto addr, and no check-then-remove can be atomic. A file left
+// behind refuses connections, so Receive reports ErrNoServer, and the next
+// Listen replaces it.
 func Listen(addr string) (net.Listener, error) {
 	dir, err := os.MkdirTemp(filepath.Dir(addr), ".gf")
 	if err != nil {
@@ -304,31 +307,8 @@ func Listen(addr string) (net.Listener, error) {
 	if err := os.Chmod(tmp, 0o600); err != nil {
 		return fail(err)
 	}
-	st, err := os.Stat(tmp)
-	if err != nil {
-		return fail(err)
-	}
 	if err := os.Rename(tmp, addr); err != nil {
 		return fail(fmt.Errorf("graceful: place socket at %s: %w", addr, err))
 	}
-	return &privateListener{UnixListener: ln, path: addr, file: st}, nil
-}
-
-type privateListener struct {
-	*net.UnixListener
-	path string
-	file os.FileInfo
-	once sync.Once
-}
-
-// Close closes the socket, and removes its file unless another process
-// has put its own socket there since.
-func (l *privateListener) Close() error {
-	err := l.UnixListener.Close()
-	l.once.Do(func() {
-		if st, serr := os.Stat(l.path); serr == nil && os.SameFile(st, l.file) {
-			os.Remove(l.path)
-		}
-	})
-	return err
+	return ln, nil
 }

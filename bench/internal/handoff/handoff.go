@@ -11,10 +11,7 @@
 //     acknowledgement;
 //   - tableflip: one cloudflare/tableflip upgrade cycle; Upgrade returning
 //     in the old process, after the new one called Ready, is the
-//     acknowledgement;
-//   - graceful with the prototype blocking receiver (internal/blocking) in
-//     the child, against the same graceful.Server: what a receiver without
-//     Go's poller would gain.
+//     acknowledgement.
 package handoff
 
 import (
@@ -34,7 +31,6 @@ import (
 	"github.com/cloudflare/tableflip"
 	"golang.org/x/sys/unix"
 
-	"github.com/gracefulfd/graceful/bench/internal/blocking"
 	"github.com/gracefulfd/graceful/bench/internal/harness"
 	"github.com/gracefulfd/graceful/graceful"
 )
@@ -44,7 +40,6 @@ const (
 	RoleExec      = "handoff-exec"
 	RoleGraceful  = "handoff-graceful"
 	RoleTableflip = "handoff-tableflip"
-	RoleBlocking  = "handoff-blocking"
 )
 
 // addrEnv holds the graceful server's socket path for RoleGraceful.
@@ -58,7 +53,6 @@ var Roles = map[string]func() error{
 	RoleExec:      execChild,
 	RoleGraceful:  gracefulChild,
 	RoleTableflip: tableflipGeneration,
-	RoleBlocking:  blockingChild,
 }
 
 // execChild takes the listener at descriptor 3 and acknowledges on the
@@ -100,27 +94,6 @@ func gracefulChild() error {
 		return errors.New("no listener received")
 	}
 	return nil
-}
-
-// blockingChild receives the listener with the prototype blocking
-// receiver (internal/blocking) from the same graceful.Server.
-func blockingChild() error {
-	r := blocking.Receiver{Timeout: Timeout}
-	fds, err := r.Receive(os.Getenv(addrEnv), nil)
-	if err != nil {
-		return err
-	}
-	if len(fds) != 1 {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		return fmt.Errorf("%d descriptors, want 1", len(fds))
-	}
-	ln, err := graceful.FdListener(fds[0])
-	if err != nil {
-		return err
-	}
-	return ln.Close()
 }
 
 // Exec hands ln to a child by exec inheritance.
@@ -177,9 +150,11 @@ func NewGraceful(addr string, ln net.Listener) *Graceful {
 	return g
 }
 
-// Start begins serving; it returns once the socket is listening.
+// Start begins serving; it returns once the socket is listening, created
+// the way ListenAndServe creates it (graceful.Listen: 0600, renamed into
+// place).
 func (g *Graceful) Start() error {
-	ln, err := net.Listen("unix", g.addr)
+	ln, err := graceful.Listen(g.addr)
 	if err != nil {
 		return err
 	}
@@ -198,10 +173,6 @@ func (g *Graceful) Close() error {
 
 // Handoff starts a child and returns once the server has read its READY.
 func (g *Graceful) Handoff() (wait func() error, err error) { return g.handoff(RoleGraceful) }
-
-// HandoffBlocking is Handoff with the prototype blocking receiver in the
-// child.
-func (g *Graceful) HandoffBlocking() (wait func() error, err error) { return g.handoff(RoleBlocking) }
 
 func (g *Graceful) handoff(role string) (wait func() error, err error) {
 	cmd := command(role, []string{addrEnv + "=" + g.addr})

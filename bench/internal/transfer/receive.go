@@ -26,12 +26,10 @@ const (
 	Net         = "net"          // the floor's messages through package net
 	FtrvxmtrxFd = "ftrvxmtrx-fd" // github.com/ftrvxmtrx/fd Put and Get
 	Graceful    = "graceful"     // this project's library
-	// Blocking is graceful.Server with a prototype receiver that makes
-	// blocking system calls (internal/blocking): what the library's
-	// receiving side would cost without Go's poller.
-	Blocking = "graceful-blocking-receiver"
-	// BlockingBoth is the prototype on both sides: the protocol's own
-	// cost, without package net on either side.
+	// BlockingBoth is a prototype of the same protocol with blocking
+	// system calls on both sides and one connection served at a time
+	// (internal/blocking): the protocol's own cost, without package net
+	// or a goroutine per connection on either side.
 	BlockingBoth = "protocol-blocking-both"
 )
 
@@ -53,14 +51,7 @@ type Receiver interface {
 // Implementations lists what each mode can measure.
 var Implementations = map[string][]string{
 	Conn: {Floor, Net, FtrvxmtrxFd, Graceful},
-	Dial: {Floor, Graceful, Blocking, BlockingBoth},
-}
-
-// Supports reports whether impl can move n descriptors in mode.
-func Supports(mode, impl string, n int) bool {
-	// graceful.SendTo sends one descriptor per session; a Server, which
-	// sends whole sets, runs one session per connection.
-	return !(mode == Conn && impl == Graceful && n != 1)
+	Dial: {Floor, Graceful, BlockingBoth},
 }
 
 // Start starts the sending process for impl in mode, serving n
@@ -114,10 +105,9 @@ func Start(tb testing.TB, mode, impl string, n int) Receiver {
 			return &floorDialReceiver{path: path}
 		case Graceful:
 			harness.Start(tb, RoleGracefulDial, env, ln)
-			return &gracefulDialReceiver{path: path}
-		case Blocking:
-			harness.Start(tb, RoleGracefulDial, env, ln)
-			return &blockingReceiver{path: path, r: blocking.Receiver{Timeout: 10 * time.Second}}
+			r := &gracefulDialReceiver{path: path}
+			r.client.Logger = &r.busy
+			return r
 		case BlockingBoth:
 			harness.Start(tb, RoleBlockingDial, env, ln)
 			return &blockingReceiver{path: path, r: blocking.Receiver{Timeout: 10 * time.Second}}
@@ -246,28 +236,35 @@ func (r *gracefulConnReceiver) collect(fd int, _ io.Reader) error {
 }
 
 type gracefulDialReceiver struct {
-	path string
-	fds  []int
-	busy int
+	path   string
+	client graceful.Client
+	fds    []int
+	busy   busyCounter
 }
 
-// Receive retries at once when the server answers BUSY: the server
-// releases a set only after it has read the previous receiver's READY, so a
-// receiver that dials right after the previous Receive returned can find it
-// still busy. Retries are counted (BusyRetries).
+// Receive is graceful.Receive: a Client asks a BUSY server again by itself
+// (after a pause), and tells its Logger, which counts it (BusyRetries).
 func (r *gracefulDialReceiver) Receive(n int) error {
-	for {
-		r.fds = r.fds[:0]
-		err := graceful.Receive(r.path, r.collect)
-		floor.CloseAll(r.fds)
-		if errors.Is(err, graceful.ErrBusy) && r.busy < maxBusyRetries {
-			r.busy++
-			continue
+	r.fds = r.fds[:0]
+	err := r.client.Receive(r.path, r.collect)
+	floor.CloseAll(r.fds)
+	if err != nil {
+		return err
+	}
+	return checkCount(len(r.fds), n)
+}
+
+// busyCounter is a Client's Logger that counts the sessions the server
+// refused as BUSY.
+type busyCounter int
+
+func (*busyCounter) Debugf(string, ...any) {}
+func (*busyCounter) Infof(string, ...any)  {}
+func (b *busyCounter) Errorf(_ string, args ...any) {
+	for _, a := range args {
+		if err, ok := a.(error); ok && errors.Is(err, graceful.ErrBusy) {
+			*b++
 		}
-		if err != nil {
-			return err
-		}
-		return checkCount(len(r.fds), n)
 	}
 }
 
@@ -279,7 +276,7 @@ const maxBusyRetries = 1 << 20
 func BusyRetries(r Receiver) (int, bool) {
 	switch g := r.(type) {
 	case *gracefulDialReceiver:
-		return g.busy, true
+		return int(g.busy), true
 	case *blockingReceiver:
 		return g.busy, true
 	}
@@ -293,7 +290,8 @@ type blockingReceiver struct {
 	busy int
 }
 
-// Receive retries BUSY at once, as gracefulDialReceiver does.
+// Receive retries BUSY at once (the prototype's sender serves one
+// connection at a time, so it never answers BUSY; this is a safeguard).
 func (b *blockingReceiver) Receive(n int) error {
 	for {
 		var err error

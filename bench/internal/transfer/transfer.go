@@ -178,32 +178,35 @@ func fdConn() error {
 	}
 }
 
-// gracefulConn runs one sending session per request on an open
-// connection. The library sends one descriptor per session on a
-// connection of its caller's (SendTo), so this role serves one-descriptor
-// sets only.
+// gracefulConn runs whole sessions on the open connection, one after
+// another, with Server.ServeConn until the receiver closes it. ReadyTimeout
+// < 0: the receiver (ReceiveFrom) acknowledges each set and says no READY,
+// so a request is HELLO, the set, ACK.
 func gracefulConn() error {
 	ln, fds, err := senderFds()
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
-	if len(fds) != 1 {
-		return fmt.Errorf("%s sends one descriptor per session, asked for %d", RoleGracefulConn, len(fds))
-	}
 	conn, err := inheritedConn()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	for {
-		if err := graceful.SendTo(conn, fds[0], nil); err != nil {
-			if errors.Is(err, graceful.ErrPeerClosed) {
-				return nil
+	srv := gracefulServer(fds)
+	srv.ReadyTimeout = -1
+	return srv.ServeConn(conn)
+}
+
+// gracefulServer hands out fds to every receiver.
+func gracefulServer(fds []int) *graceful.Server {
+	return &graceful.Server{Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
+		for _, fd := range fds {
+			if w.Write(fd, nil) != nil {
+				return
 			}
-			return err
 		}
-	}
+	})}
 }
 
 // gracefulDial serves every set with a graceful.Server on the inherited
@@ -221,14 +224,7 @@ func gracefulDial() error {
 	if err != nil {
 		return err
 	}
-	srv := &graceful.Server{Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
-		for _, fd := range fds {
-			if w.Write(fd, nil) != nil {
-				return
-			}
-		}
-	})}
-	return srv.Serve(l)
+	return gracefulServer(fds).Serve(l)
 }
 
 // blockingDial serves sets with the prototype blocking sender

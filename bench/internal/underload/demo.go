@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -101,11 +100,6 @@ func gracefulDemo() error {
 		predecessor = conn
 	}
 	go drainer.Serve(ln)
-	if predecessor != nil {
-		if err := graceful.Ready(predecessor); err != nil {
-			return err
-		}
-	}
 
 	handedOff := make(chan struct{}, 1)
 	offer := &graceful.Server{
@@ -121,14 +115,23 @@ func gracefulDemo() error {
 			}
 		},
 	}
-	// Listen before saying "serving", so that the next generation finds
-	// this one at the path and not its predecessor.
-	hl, err := listenReplacing(sock)
+	// Take over the socket path before saying READY (and "serving"): the
+	// next generation then finds this one there, and the predecessor,
+	// which closes its listener once it has our READY, sees its socket
+	// file replaced and leaves it alone. (Closed the other way round, the
+	// predecessor's Close can check that the file is still its own just
+	// before our rename and remove our socket just after it.)
+	hl, err := graceful.Listen(sock)
 	if err != nil {
 		return err
 	}
 	go offer.Serve(hl)
 	defer offer.Close()
+	if predecessor != nil {
+		if err := graceful.Ready(predecessor); err != nil {
+			return err
+		}
+	}
 	fmt.Printf("serving %s %s\n", gen, ln.Addr())
 
 	select {
@@ -138,22 +141,6 @@ func gracefulDemo() error {
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
 	return drainer.Drain(ctx)
-}
-
-// listenReplacing listens on a unix socket at a temporary path and renames
-// it onto path, replacing the predecessor's socket file atomically.
-func listenReplacing(path string) (net.Listener, error) {
-	tmp := filepath.Join(filepath.Dir(path), "n"+strconv.Itoa(os.Getpid()))
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	l.SetUnlinkOnClose(false)
-	if err := os.Rename(tmp, path); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
 }
 
 // tableflipDemo is one generation of a tableflip service: SIGHUP runs an

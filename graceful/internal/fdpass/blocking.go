@@ -27,8 +27,9 @@ func NewBlocking(fd int) *Blocking { return &Blocking{fd: fd} }
 // Fd is the socket.
 func (b *Blocking) Fd() int { return b.fd }
 
-// slack is how far a kernel timeout may run past the deadline before it is
-// set again: resetting it on every read would cost a system call each.
+// slack is how far a kernel timeout may differ from the deadline before it
+// is set again: each step's fresh deadline is a little later than the last,
+// and resetting the timeout for that would cost a system call a step.
 const slack = 5 * time.Millisecond
 
 func (b *Blocking) setTimeout(opt int, held *time.Duration, deadline time.Time) error {
@@ -36,7 +37,7 @@ func (b *Blocking) setTimeout(opt int, held *time.Duration, deadline time.Time) 
 	if left <= 0 {
 		return fmt.Errorf("%w", os.ErrDeadlineExceeded)
 	}
-	if over := *held - left; *held != 0 && over >= 0 && over <= slack {
+	if off := *held - left; *held != 0 && off >= -slack && off <= slack {
 		return nil
 	}
 	tv := unix.NsecToTimeval(left.Nanoseconds())
