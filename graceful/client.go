@@ -203,7 +203,9 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 		if shouldTell(err) {
 			fc.fail(err)
 		}
-		log.Errorf("graceful: receive: %v", err)
+		if !errors.Is(err, io.EOF) { // io.EOF alone: the sender ended the sets
+			log.Errorf("graceful: receive: %v", err)
+		}
 	}()
 
 	fc.out = wire.AppendHello(fc.out, wire.Hello{MinVersion: wire.Version, MaxVersion: wire.Version})
