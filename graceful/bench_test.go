@@ -48,11 +48,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/internal/floor"
 )
 
 // benchPeerEnv names the sender role this binary plays when a benchmark
@@ -80,8 +80,6 @@ const (
 	benchGraceful = "graceful"
 	benchConn     = "conn"
 	benchDial     = "dial"
-	// benchBatch is the most descriptors one floor message carries.
-	benchBatch = 252
 )
 
 func BenchmarkTransfer(b *testing.B) {
@@ -120,7 +118,7 @@ func benchTransfer(b *testing.B, procs int, mode, impl string, n int) {
 		if fds, err = receive(fds); err != nil {
 			b.Fatal(err)
 		}
-		benchCloseAll(fds)
+		floor.CloseAll(fds)
 		if len(fds) != n {
 			b.Fatalf("received %d descriptors, want %d", len(fds), n)
 		}
@@ -202,8 +200,11 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 
 	switch {
 	case mode == benchConn && impl == benchFloor:
-		r := newBenchFloorReceiver()
-		return func(fds []int) ([]int, error) { return r.request(int(mine.Fd()), n, fds) }
+		r := floor.NewReceiver(int(mine.Fd()))
+		return func(fds []int) ([]int, error) {
+			got, err := r.Request(n)
+			return append(fds, got...), err
+		}
 	case mode == benchConn && impl == benchGraceful:
 		c, err := net.FileConn(mine)
 		if err != nil {
@@ -215,7 +216,7 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 			return fds, err
 		}
 	case mode == benchDial && impl == benchFloor:
-		r := newBenchFloorReceiver()
+		r := floor.NewReceiver(-1)
 		addr := &unix.SockaddrUnix{Name: path}
 		return func(fds []int) ([]int, error) {
 			sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -226,7 +227,9 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 			if err := unix.Connect(sock, addr); err != nil {
 				return fds, os.NewSyscallError("connect", err)
 			}
-			return r.request(sock, n, fds)
+			r.Reset(sock)
+			got, err := r.Request(n)
+			return append(fds, got...), err
 		}
 	default: // dial, graceful: Receive retries a BUSY server itself
 		c := &graceful.Client{Logger: busy}
@@ -258,7 +261,7 @@ func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err
 	switch {
 	case mode == benchConn && impl == benchFloor:
 		go func() {
-			err := benchFloorServe(int(sock.Fd()), fds)
+			err := floor.NewSender(int(sock.Fd()), fds).Serve()
 			sock.Close()
 			served <- err
 		}()
@@ -370,7 +373,7 @@ func benchSenderFds(n int) (closeAll func(), fds []int, err error) {
 		return nil, nil, os.NewSyscallError("socket", err)
 	}
 	fds = make([]int, 0, n)
-	closeAll = func() { benchCloseAll(fds); unix.Close(fd) }
+	closeAll = func() { floor.CloseAll(fds); unix.Close(fd) }
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		closeAll()
 		return nil, nil, os.NewSyscallError("bind", err)
@@ -406,36 +409,10 @@ func benchListenUnix(path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// benchFloorServe answers each one-byte request on the blocking socket
-// sock with fds, at most benchBatch per sendmsg, each with one data byte.
-// It returns nil when the peer closes the socket.
-func benchFloorServe(sock int, fds []int) error {
-	var batches [][]byte // built once
-	for i := 0; i < len(fds); i += benchBatch {
-		batches = append(batches, unix.UnixRights(fds[i:min(i+benchBatch, len(fds))]...))
-	}
-	var req, data [1]byte
-	for {
-		n, err := unix.Read(sock, req[:])
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			return os.NewSyscallError("read", err)
-		case n == 0:
-			return nil
-		}
-		for _, oob := range batches {
-			if err := unix.Sendmsg(sock, data[:], oob, nil, 0); err != nil {
-				return os.NewSyscallError("sendmsg", err)
-			}
-		}
-	}
-}
-
 // benchFloorAccept serves one request per accepted connection until the
 // listening socket is shut down.
 func benchFloorAccept(ln int, fds []int) error {
+	sender := floor.NewSender(-1, fds)
 	for {
 		conn, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
 		switch {
@@ -446,7 +423,8 @@ func benchFloorAccept(ln int, fds []int) error {
 		case err != nil:
 			return os.NewSyscallError("accept4", err)
 		}
-		err = benchFloorServe(conn, fds)
+		sender.Reset(conn)
+		err = sender.Serve()
 		unix.Close(conn)
 		if err != nil {
 			return err
@@ -454,86 +432,6 @@ func benchFloorAccept(ln int, fds []int) error {
 	}
 }
 
-// benchFloorReceiver asks for a set on a blocking socket, reusing its
-// buffers: a control buffer with room for one descriptor more than a
-// batch, so that an oversized message shows as truncation.
-type benchFloorReceiver struct {
-	oob  []byte
-	req  [1]byte
-	data [64]byte
-}
-
-func newBenchFloorReceiver() *benchFloorReceiver {
-	return &benchFloorReceiver{oob: make([]byte, unix.CmsgSpace((benchBatch+1)*4))}
-}
-
-func (r *benchFloorReceiver) request(sock, n int, fds []int) ([]int, error) {
-	if _, err := unix.Write(sock, r.req[:]); err != nil {
-		return fds, os.NewSyscallError("write", err)
-	}
-	for start := len(fds); len(fds)-start < n; {
-		_, oobn, flags, _, err := unix.Recvmsg(sock, r.data[:], r.oob, unix.MSG_CMSG_CLOEXEC)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fds, os.NewSyscallError("recvmsg", err)
-		}
-		before := len(fds)
-		fds = benchAppendRights(fds, r.oob[:oobn])
-		if flags&unix.MSG_CTRUNC != 0 {
-			return fds, errors.New("control data truncated")
-		}
-		if len(fds) == before {
-			return fds, errors.New("a message without descriptors")
-		}
-	}
-	return fds, nil
-}
-
-// benchAppendRights appends the descriptors of every SCM_RIGHTS message in
-// oob to fds without allocating (syscall.ParseSocketControlMessage
-// allocates twice per call).
-func benchAppendRights(fds []int, oob []byte) []int {
-	hdr := unix.CmsgLen(0)
-	for len(oob) >= hdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < hdr || l > len(oob) {
-			return fds
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
-			for i := hdr; i+4 <= l; i += 4 {
-				fds = append(fds, int(*(*int32)(unsafe.Pointer(&oob[i]))))
-			}
-		}
-		next := unix.CmsgSpace(l - hdr)
-		if next >= len(oob) {
-			return fds
-		}
-		oob = oob[next:]
-	}
-	return fds
-}
-
-// benchCloseAll closes fds with one close_range per run of consecutive
-// numbers: received sets mostly are such runs.
-func benchCloseAll(fds []int) {
-	for i := 0; i < len(fds); {
-		j := i + 1
-		for j < len(fds) && fds[j] == fds[j-1]+1 {
-			j++
-		}
-		if j-i == 1 || unix.CloseRange(uint(fds[i]), uint(fds[j-1]), 0) != nil {
-			for _, fd := range fds[i:j] {
-				unix.Close(fd)
-			}
-		}
-		i = j
-	}
-}
-
-// benchGracefulServer hands out fds to every receiver.
 func benchGracefulServer(fds []int) *graceful.Server {
 	return &graceful.Server{Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
 		for _, fd := range fds {

@@ -15,9 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/bench/internal/blocking"
-	"github.com/gracefulfd/graceful/bench/internal/floor"
 	"github.com/gracefulfd/graceful/bench/internal/harness"
 	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/internal/floor"
 )
 
 // Implementations the benchmarks compare.

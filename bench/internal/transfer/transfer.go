@@ -18,9 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/bench/internal/blocking"
-	"github.com/gracefulfd/graceful/bench/internal/floor"
 	"github.com/gracefulfd/graceful/bench/internal/harness"
 	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/internal/floor"
 )
 
 // Environment of the sender roles.

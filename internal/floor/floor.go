@@ -40,6 +40,10 @@ func NewSender(sock int, fds []int) *Sender {
 	return s
 }
 
+// Reset points the sender at another socket, keeping its control
+// messages.
+func (s *Sender) Reset(sock int) { s.sock = sock }
+
 // Serve answers requests until the peer closes the socket (nil) or an
 // error.
 func (s *Sender) Serve() error {
