@@ -49,6 +49,10 @@ type Server struct {
 	ln       net.Listener
 	conns    map[net.Conn]bool
 	sessions sync.WaitGroup
+	// wake interrupts the accepting goroutines of serveFast, and
+	// acceptors counts the serveFast calls still running.
+	wake      func()
+	acceptors sync.WaitGroup
 }
 
 // ListenAndServe serves the Handler h on the unix socket at addr.
@@ -98,6 +102,9 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 func (s *Server) accept(ln net.Listener) error {
+	if handled, err := s.serveFast(ln); handled {
+		return err
+	}
 	log := logger{s.Logger}
 	for {
 		conn, err := ln.Accept()
@@ -129,6 +136,9 @@ func (s *Server) accept(ln net.Listener) error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	var err error
+	if s.wake != nil && !s.closed {
+		s.wake() // before closing ln, which waits for the accepting calls
+	}
 	if s.ln != nil && !s.closed {
 		err = s.ln.Close()
 	}
@@ -142,6 +152,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.sessions.Wait()
+	s.acceptors.Wait()
 	return err
 }
 
@@ -254,7 +265,11 @@ func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	c.Close()
+	if r, ok := c.(interface{ release() }); ok {
+		r.release()
+	} else {
+		c.Close()
+	}
 }
 
 func (s *Server) claim() bool {

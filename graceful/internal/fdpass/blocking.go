@@ -19,6 +19,13 @@ import (
 type Blocking struct {
 	fd               int
 	rcvTime, sndTime time.Duration // what the kernel holds, to skip setsockopt
+
+	// Impatient, when set, is called once, the first time a read or write
+	// has waited Patience without completing; the call then goes on until
+	// its deadline. A server uses it to start answering other clients only
+	// when a session turns out to be slow.
+	Impatient func()
+	Patience  time.Duration
 }
 
 // NewBlocking takes fd, which must be in blocking mode.
@@ -53,19 +60,14 @@ func (b *Blocking) setTimeout(opt int, held *time.Duration, deadline time.Time) 
 
 // Read is Read for a blocking socket, which gives up at deadline.
 func (b *Blocking) Read(p, oob []byte, fds []int, deadline time.Time) (int, []int, error) {
-	if err := b.setTimeout(unix.SO_RCVTIMEO, &b.rcvTime, deadline); err != nil {
-		return 0, fds, err
-	}
 	var (
 		n, oobn, flags int
 		err            error
 	)
-	for {
+	err = b.patiently(unix.SO_RCVTIMEO, &b.rcvTime, deadline, func() error {
 		n, oobn, flags, _, err = unix.Recvmsg(b.fd, p, oob, recvFlags)
-		if err != unix.EINTR {
-			break
-		}
-	}
+		return err
+	})
 	if err != nil {
 		return 0, fds, blockingError("recvmsg", err)
 	}
@@ -89,20 +91,50 @@ func (b *Blocking) Read(p, oob []byte, fds []int, deadline time.Time) (int, []in
 
 // Write is Write for a blocking socket, which gives up at deadline.
 func (b *Blocking) Write(data, oob []byte, deadline time.Time) error {
-	if err := b.setTimeout(unix.SO_SNDTIMEO, &b.sndTime, deadline); err != nil {
-		return err
-	}
 	for len(data) > 0 {
-		n, err := unix.SendmsgN(b.fd, data, oob, nil, sendFlags)
-		if err == unix.EINTR {
-			continue
-		}
+		var n int
+		err := b.patiently(unix.SO_SNDTIMEO, &b.sndTime, deadline, func() (err error) {
+			n, err = unix.SendmsgN(b.fd, data, oob, nil, sendFlags)
+			return err
+		})
 		if err != nil {
 			return blockingError("sendmsg", err)
 		}
 		data, oob = data[n:], nil
 	}
 	return nil
+}
+
+// patiently makes one blocking call within deadline, retried on EINTR.
+// While Impatient is set and the deadline is further than Patience, the
+// call first waits only Patience; if that passes, Impatient is called and
+// the call waits out the rest. The error is the call's, or a deadline
+// error from setsockopt.
+func (b *Blocking) patiently(opt int, held *time.Duration, deadline time.Time, call func() error) error {
+	if b.Impatient != nil && time.Until(deadline) > b.Patience+slack {
+		if err := b.setTimeout(opt, held, time.Now().Add(b.Patience)); err != nil {
+			return err
+		}
+		err := retryEINTR(call)
+		if !errors.Is(err, unix.EAGAIN) {
+			return err
+		}
+		impatient := b.Impatient
+		b.Impatient = nil
+		impatient()
+	}
+	if err := b.setTimeout(opt, held, deadline); err != nil {
+		return err
+	}
+	return retryEINTR(call)
+}
+
+func retryEINTR(call func() error) error {
+	for {
+		if err := call(); err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // PeerUID is PeerUID for a blocking socket.
@@ -141,9 +173,15 @@ func DialBlocking(addr string, deadline time.Time) (*Blocking, error) {
 }
 
 // blockingError names the call, and turns the kernel's timeout (EAGAIN on a
-// blocking socket) into os.ErrDeadlineExceeded.
+// blocking socket) into os.ErrDeadlineExceeded. Errors that are not the
+// call's own (a deadline already past, a failed setsockopt) pass as they
+// are.
 func blockingError(call string, err error) error {
-	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EWOULDBLOCK) {
+	errno, ok := err.(unix.Errno)
+	switch {
+	case !ok:
+		return err
+	case errno == unix.EAGAIN || errno == unix.EWOULDBLOCK:
 		return fmt.Errorf("%s: %w", call, os.ErrDeadlineExceeded)
 	}
 	return os.NewSyscallError(call, err)

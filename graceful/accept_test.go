@@ -1,0 +1,136 @@
+//go:build linux
+
+package graceful_test
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/graceful/wire"
+)
+
+// A Server runs each session on the goroutine that accepted it, with
+// blocking calls, when it serves a *net.UnixListener; these specs pin what
+// its Handlers see and what other listeners still get.
+var _ = Describe("a Server on a unix listener", func() {
+	It("gives the Handler a connection that reaches the socket during the session only, and that it cannot read or write", func() {
+		type seen struct {
+			conn          net.Conn
+			readErr       error
+			writeErr      error
+			uid           int
+			controlErr    error
+			rawReadErr    error
+			syscallConnOK bool
+		}
+		got := make(chan seen, 1)
+		srv := &graceful.Server{Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) {
+			s := seen{conn: c, uid: -1}
+			_, s.readErr = c.Read(make([]byte, 1))
+			_, s.writeErr = c.Write([]byte{0})
+			sc, ok := c.(syscall.Conn)
+			s.syscallConnOK = ok
+			if ok {
+				rc, err := sc.SyscallConn()
+				Expect(err).NotTo(HaveOccurred())
+				s.controlErr = rc.Control(func(fd uintptr) {
+					cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+					if err == nil {
+						s.uid = int(cred.Uid)
+					}
+				})
+				s.rawReadErr = rc.Read(func(uintptr) bool { return true })
+			}
+			got <- s
+		})}
+		addr, done := serve(srv)
+		Expect(graceful.Receive(addr, func(int, io.Reader) error { return nil })).To(Succeed())
+		Eventually(done).Should(Receive(BeNil()))
+
+		var s seen
+		Eventually(got).Should(Receive(&s))
+		Expect(s.readErr).To(MatchError(ContainSubstring("Handler writes to its ResponseWriter")))
+		Expect(s.writeErr).To(MatchError(ContainSubstring("Handler writes to its ResponseWriter")))
+		Expect(s.syscallConnOK).To(BeTrue(), "the connection offers SyscallConn")
+		Expect(s.controlErr).NotTo(HaveOccurred())
+		Expect(s.uid).To(Equal(os.Geteuid()), "Control reached the peer's socket")
+		Expect(s.rawReadErr).To(HaveOccurred(), "the session owns the byte stream")
+		Expect(s.conn.LocalAddr().String()).To(Equal(addr))
+
+		rc, err := s.conn.(syscall.Conn).SyscallConn()
+		Expect(err).NotTo(HaveOccurred())
+		Expect(rc.Control(func(uintptr) { Fail("Control ran after the session") })).To(MatchError(net.ErrClosed))
+	})
+
+	It("ends the session, and leaks nothing, when the Handler closes its connection", func() {
+		srv := &graceful.Server{Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) {
+			Expect(c.Close()).To(Succeed())
+		})}
+		addr, done := serve(srv)
+		calls := 0
+		err := graceful.Receive(addr, func(int, io.Reader) error { calls++; return nil })
+		Expect(err).To(MatchError(graceful.ErrPeerClosed))
+		Expect(calls).To(BeZero())
+		Eventually(done).Should(Receive(MatchError(graceful.ErrPeerClosed)))
+	})
+
+	It("serves receivers one after another, each with the whole set", func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		defer ln.Close()
+		want := identityOf(rawFd(ln.(*net.TCPListener)))
+		addr, done := serve(&graceful.Server{Handler: graceful.ListenerHandler(ln, nil)})
+		for range 20 {
+			var fds []int
+			Expect(graceful.Receive(addr, func(fd int, _ io.Reader) error { fds = append(fds, fd); return nil })).To(Succeed())
+			Expect(fds).To(HaveLen(1))
+			Expect(identityOf(fds[0])).To(Equal(want))
+			unix.Close(fds[0])
+			Eventually(done).Should(Receive(BeNil()))
+		}
+	})
+})
+
+// wrappedListener is a listener that is not a *net.UnixListener, as a
+// caller's middleware would make.
+type wrappedListener struct{ net.Listener }
+
+var _ = Describe("a Server on another kind of listener", func() {
+	It("serves it through package net, answers BUSY, and stops on Close", func() {
+		addr := socketAddr()
+		inner, err := net.Listen("unix", addr)
+		Expect(err).NotTo(HaveOccurred())
+		conns := make(chan net.Conn, 2)
+		done := make(chan error, 4)
+		srv := &graceful.Server{
+			Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) { conns <- c }),
+			Done:    func(err error) { done <- err },
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(wrappedListener{inner}) }()
+
+		Expect(graceful.Receive(addr, func(int, io.Reader) error { return nil })).To(Succeed())
+		Eventually(done).Should(Receive(BeNil()))
+		Expect(<-conns).To(BeAssignableToTypeOf(&net.UnixConn{}), "package net's own connection")
+
+		first := dialRaw(addr)
+		first.send(hello())
+		first.expect(wire.TypeWelcome)
+		second := dialRaw(addr)
+		second.send(hello())
+		second.expectError(wire.CodeBusy)
+		Eventually(done).Should(Receive(MatchError(graceful.ErrBusy)))
+
+		Expect(srv.Close()).To(Succeed())
+		Eventually(served).WithTimeout(5 * time.Second).Should(Receive(MatchError(graceful.ErrServerClosed)))
+		Eventually(done).Should(Receive(HaveOccurred()), "the session in progress ended")
+	})
+})

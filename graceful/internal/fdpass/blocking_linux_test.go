@@ -1,0 +1,168 @@
+package fdpass_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
+)
+
+// blockingPair is a connected pair of blocking sockets: the first as a
+// Blocking, the second as a raw descriptor. Both are closed at the end of
+// the spec.
+func blockingPair() (*fdpass.Blocking, int) {
+	GinkgoHelper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	Expect(err).NotTo(HaveOccurred())
+	b := fdpass.NewBlocking(fds[0])
+	DeferCleanup(func() { b.Close(); unix.Close(fds[1]) })
+	return b, fds[1]
+}
+
+var _ = Describe("Blocking's patience", func() {
+	It("calls Impatient once, when a read has waited Patience, and the read still ends with the data", func() {
+		b, peer := blockingPair()
+		called := make(chan struct{}, 2)
+		b.Patience = 10 * time.Millisecond
+		b.Impatient = func() {
+			called <- struct{}{}
+			// Only now does the data come: the read must have been waiting.
+			unix.Write(peer, []byte("late"))
+		}
+		p := make([]byte, 16)
+		n, _, err := b.Read(p, make([]byte, fdpass.OOBSize), nil, time.Now().Add(stepTimeout))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(p[:n])).To(Equal("late"))
+		Expect(called).To(HaveLen(1))
+		Expect(b.Impatient).To(BeNil(), "Impatient is called once")
+
+		unix.Write(peer, []byte("next"))
+		n, _, err = b.Read(p, make([]byte, fdpass.OOBSize), nil, time.Now().Add(stepTimeout))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(p[:n])).To(Equal("next"))
+		Expect(called).To(HaveLen(1))
+	})
+
+	It("does not call Impatient when the data is there", func() {
+		b, peer := blockingPair()
+		b.Patience = time.Hour // what the kernel waits, if the read waited at all
+		b.Impatient = func() { Fail("Impatient called") }
+		_, err := unix.Write(peer, []byte("now"))
+		Expect(err).NotTo(HaveOccurred())
+		p := make([]byte, 16)
+		n, _, err := b.Read(p, make([]byte, fdpass.OOBSize), nil, time.Now().Add(2*time.Hour))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(p[:n])).To(Equal("now"))
+	})
+
+	It("still gives up at the deadline, after calling Impatient", func() {
+		b, _ := blockingPair()
+		called := 0
+		b.Patience = 10 * time.Millisecond
+		b.Impatient = func() { called++ }
+		deadline := time.Now().Add(200 * time.Millisecond)
+		_, _, err := b.Read(make([]byte, 16), make([]byte, fdpass.OOBSize), nil, deadline)
+		Expect(err).To(MatchError(os.ErrDeadlineExceeded))
+		Expect(called).To(Equal(1))
+	})
+
+	It("waits for writes too: a peer that does not read makes it impatient", func() {
+		b, peer := blockingPair()
+		Expect(unix.SetsockoptInt(b.Fd(), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)).To(Succeed())
+		drained := make(chan struct{})
+		b.Patience = 10 * time.Millisecond
+		b.Impatient = func() {
+			go func() {
+				defer close(drained)
+				buf := make([]byte, 64<<10)
+				for got := 0; got < 1<<20; {
+					n, err := unix.Read(peer, buf)
+					if err != nil {
+						return
+					}
+					got += n
+				}
+			}()
+		}
+		Expect(b.Write(make([]byte, 1<<20), nil, time.Now().Add(stepTimeout))).To(Succeed())
+		Eventually(drained).WithTimeout(stepTimeout).Should(BeClosed())
+		Expect(b.Impatient).To(BeNil())
+	})
+})
+
+var _ = Describe("Accept", func() {
+	listen := func() (*net.UnixListener, string) {
+		GinkgoHelper()
+		addr := filepath.Join(GinkgoT().TempDir(), "s")
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: addr, Net: "unix"})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(ln.Close)
+		return ln, addr
+	}
+	accept := func(ln *net.UnixListener, w *fdpass.Waker) (fd int, err error) {
+		GinkgoHelper()
+		rc, rerr := ln.SyscallConn()
+		Expect(rerr).NotTo(HaveOccurred())
+		Expect(rc.Control(func(s uintptr) { fd, _, err = fdpass.Accept(int(s), w) })).To(Succeed())
+		return fd, err
+	}
+
+	It("returns a blocking, close-on-exec connection and leaves the listener non-blocking", func() {
+		ln, addr := listen()
+		w, err := fdpass.NewWaker()
+		Expect(err).NotTo(HaveOccurred())
+		defer w.Close()
+		c, err := net.Dial("unix", addr)
+		Expect(err).NotTo(HaveOccurred())
+		defer c.Close()
+
+		fd, err := accept(ln, w)
+		Expect(err).NotTo(HaveOccurred())
+		defer unix.Close(fd)
+		Expect(cloexec(fd)).To(BeTrue())
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(fl & unix.O_NONBLOCK).To(BeZero(), "the accepted socket is blocking")
+		control(ln, func(lfd int) {
+			fl, err := unix.FcntlInt(uintptr(lfd), unix.F_GETFL, 0)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(fl&unix.O_NONBLOCK).NotTo(BeZero(), "the listener stays non-blocking")
+		})
+		Expect(c.(*net.UnixConn).SetWriteDeadline(time.Now().Add(stepTimeout))).To(Succeed())
+		_, err = c.Write([]byte("x"))
+		Expect(err).NotTo(HaveOccurred())
+		p := make([]byte, 1)
+		n, err := unix.Read(fd, p)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(n).To(Equal(1), "the accepted socket is the dialled connection")
+	})
+
+	It("returns ErrWoken to every waiting call once woken, and at once afterwards", func() {
+		ln, _ := listen()
+		w, err := fdpass.NewWaker()
+		Expect(err).NotTo(HaveOccurred())
+		defer w.Close()
+		results := make(chan error, 2)
+		for range 2 {
+			go func() {
+				defer GinkgoRecover()
+				_, err := accept(ln, w)
+				results <- err
+			}()
+		}
+		Consistently(results).WithTimeout(50 * time.Millisecond).ShouldNot(Receive(), "nobody dialled")
+		w.Wake()
+		for range 2 {
+			Eventually(results).WithTimeout(stepTimeout).Should(Receive(MatchError(fdpass.ErrWoken)))
+		}
+		_, err = accept(ln, w)
+		Expect(errors.Is(err, fdpass.ErrWoken)).To(BeTrue())
+	})
+})
