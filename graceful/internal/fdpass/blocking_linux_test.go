@@ -129,7 +129,7 @@ var _ = Describe("Accept", func() {
 		Expect(cloexec(fd)).To(BeTrue())
 		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(fl & unix.O_NONBLOCK).To(BeZero(), "the accepted socket is blocking")
+		Expect(fl&unix.O_NONBLOCK).To(BeZero(), "the accepted socket is blocking")
 		control(ln, func(lfd int) {
 			fl, err := unix.FcntlInt(uintptr(lfd), unix.F_GETFL, 0)
 			Expect(err).NotTo(HaveOccurred())
@@ -157,7 +157,7 @@ var _ = Describe("Accept", func() {
 				results <- err
 			}()
 		}
-		Consistently(results).WithTimeout(50 * time.Millisecond).ShouldNot(Receive(), "nobody dialled")
+		Consistently(results).WithTimeout(50*time.Millisecond).ShouldNot(Receive(), "nobody dialled")
 		w.Wake()
 		for range 2 {
 			Eventually(results).WithTimeout(stepTimeout).Should(Receive(MatchError(fdpass.ErrWoken)))
