@@ -82,6 +82,30 @@ var _ = Describe("a Server on a unix listener", func() {
 		Eventually(done).Should(Receive(MatchError(graceful.ErrPeerClosed)))
 	})
 
+	It("fails the Writes of a ResponseWriter kept past its session, and the next session gets only its own set", func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		defer ln.Close()
+		fd := rawFd(ln.(*net.TCPListener))
+		kept := make(chan graceful.ResponseWriter, 2)
+		addr, done := serve(&graceful.Server{Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) {
+			kept <- w
+			Expect(w.Write(fd, nil)).To(Succeed())
+		})})
+		count := func() (n int) {
+			GinkgoHelper()
+			Expect(graceful.Receive(addr, func(fd int, _ io.Reader) error { n++; return unix.Close(fd) })).To(Succeed())
+			Eventually(done).Should(Receive(BeNil()))
+			return n
+		}
+		Expect(count()).To(Equal(1))
+		late := <-kept
+		for range wire.MaxFdsPerBatch + 1 { // enough to fill a batch, which would be sent
+			Expect(late.Write(fd, nil)).To(MatchError(graceful.ErrSenderFailed))
+		}
+		Expect(count()).To(Equal(1))
+	})
+
 	It("serves receivers one after another, each with the whole set", func() {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		Expect(err).NotTo(HaveOccurred())

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -118,7 +119,9 @@ func (c *Client) receiveOnce(addr string, cb ReceiveCallback) error {
 		return err
 	}
 	defer b.Close()
-	_, err = c.session(newFrameConnOn(b, c.Timeout), cb, true)
+	fc := newFrameConnOn(b, c.Timeout)
+	defer fc.release()
+	_, err = c.session(fc, cb, true)
 	if errors.Is(err, io.EOF) {
 		err = fmt.Errorf("%w: closed before WELCOME", ErrPeerClosed)
 	}
@@ -131,6 +134,7 @@ func (c *Client) ReceiveFrom(conn net.Conn, cb ReceiveCallback) error {
 	if err != nil {
 		return err
 	}
+	defer fc.release()
 	defer fc.clearDeadlines()
 	_, err = c.session(fc, cb, false)
 	if errors.Is(err, io.EOF) {
@@ -145,6 +149,7 @@ func (c *Client) ReceiveAllFrom(conn net.Conn, cb ReceiveCallback) error {
 	if err != nil {
 		return err
 	}
+	defer fc.release()
 	defer fc.clearDeadlines()
 	for sets := 0; ; sets++ {
 		_, err := c.session(fc, cb, false)
@@ -166,6 +171,7 @@ func (c *Client) Ready(conn net.Conn) error {
 	if err != nil {
 		return err
 	}
+	defer fc.release()
 	defer fc.clearDeadlines()
 	fc.out = wire.AppendReady(fc.out)
 	return fc.write(nil)
@@ -190,7 +196,7 @@ type received struct {
 // that ReceiveAllFrom can tell the end of the sets from a failure.
 func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count int, err error) {
 	log := logger{c.Logger}
-	var set []received
+	set := fc.set[:0]
 	handed := 0
 	defer func() {
 		if err == nil {
@@ -235,7 +241,8 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 		return 0, fmt.Errorf("%w: %v where WELCOME was due", ErrMalformed, f.Header.Type)
 	}
 
-	var arena []byte // one copy of all metadata, since the decoder reuses its buffer
+	arena := fc.arena[:0] // one copy of all metadata, since the decoder reuses its buffer
+	defer func() { fc.set, fc.arena = set, arena }()
 	for {
 		f, err := fc.next(fc.timeout)
 		if err != nil {
@@ -246,7 +253,9 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 		}
 		switch f.Header.Type {
 		case wire.TypeBatch:
-			recs, perr := wire.ParseBatch(f.Payload, len(f.Fds))
+			recs, perr := wire.ParseBatchInto(fc.recs, f.Payload, len(f.Fds))
+			fc.recs = recs
+			set = slices.Grow(set, len(f.Fds))
 			for i, fd := range f.Fds {
 				r := received{fd: fd}
 				if perr == nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,6 +73,13 @@ type frameConn struct {
 	// expect is the frame type the session waits for: an exact read asks
 	// for all of it at once when its size is fixed.
 	expect wire.Type
+
+	// Scratch for the session, kept with fc in framePool: a sender's batch
+	// (recs, batchFds), a receiver's set and its metadata (recs, set, arena).
+	recs     []wire.Record
+	batchFds []int
+	set      []received
+	arena    []byte
 }
 
 func newFrameConn(c net.Conn, timeout time.Duration) (*frameConn, error) {
@@ -82,11 +90,39 @@ func newFrameConn(c net.Conn, timeout time.Duration) (*frameConn, error) {
 	return newFrameConnOn(pollerConn{uc}, timeout), nil
 }
 
+// newFrameConnOn returns a frameConn from the pool; whoever gets one calls
+// release when done with it.
 func newFrameConnOn(t transport, timeout time.Duration) *frameConn {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	return &frameConn{t: t, timeout: timeout}
+	fc := framePool.Get().(*frameConn)
+	fc.t, fc.timeout = t, timeout
+	return fc
+}
+
+// framePool keeps frameConns and their buffers between sessions: a
+// hand-off is a handful of frames, and allocating some 3 KiB of buffers
+// for each was most of a session's garbage.
+var framePool = sync.Pool{New: func() any { return new(frameConn) }}
+
+// maxPooled is the largest read buffer kept for another session; one that
+// grew for a large set goes to the garbage collector.
+const maxPooled = 64 << 10
+
+// release closes descriptors left in the queue and returns fc to the pool.
+// Nothing read through fc may be used afterwards.
+func (fc *frameConn) release() {
+	fdpass.CloseAll(fc.dec.Reset())
+	if cap(fc.out) > maxPooled || cap(fc.dec.Space(0)) > maxPooled || cap(fc.arena) > maxPooled {
+		return
+	}
+	clear(fc.recs[:cap(fc.recs)]) // they point into buffers: let those go
+	*fc = frameConn{
+		dec: fc.dec, oob: fc.oob, fds: fc.fds[:0], out: fc.out[:0], rights: fc.rights[:0],
+		recs: fc.recs[:0], batchFds: fc.batchFds[:0], set: fc.set[:0], arena: fc.arena[:0],
+	}
+	framePool.Put(fc)
 }
 
 // next returns the next frame. It returns io.EOF alone when the peer

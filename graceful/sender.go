@@ -96,6 +96,9 @@ func (s *sender) WriteKind(fd int, kind Kind, meta io.WriterTo) error {
 	return nil
 }
 
+// errSessionOver is what a ResponseWriter kept past its session returns.
+var errSessionOver = fmt.Errorf("%w: the session is over: a Handler's writes count only until it returns", ErrSenderFailed)
+
 // stop records the first error.
 func (s *sender) stop(err error) error {
 	if s.err == nil {
@@ -138,6 +141,7 @@ func (s *sender) finish() error {
 // set (and said ready when waited for).
 func serveSession(conn net.Conn, t transport, cfg senderConfig, fill func(net.Conn, ResponseWriter)) (err error) {
 	fc := newFrameConnOn(t, cfg.timeout)
+	defer fc.release()
 	fc.exact = cfg.exact
 	defer fc.clearDeadlines()
 	defer func() {
@@ -169,11 +173,16 @@ func serveSession(conn net.Conn, t transport, cfg senderConfig, fill func(net.Co
 		return fmt.Errorf("%w", ErrBusy)
 	}
 
-	s := &sender{logger: cfg.log, fc: fc, meta: limitedBuffer{limit: wire.MaxMetaSize}}
+	s := &sender{logger: cfg.log, fc: fc, meta: limitedBuffer{limit: wire.MaxMetaSize}, recs: fc.recs[:0], fds: fc.batchFds[:0]}
 	fc.out = wire.AppendWelcome(fc.out, wire.Version)
 	fill(conn, s)
 	err = s.finish()
 	runtime.KeepAlive(s.keep)
+	// fc goes back to the pool with this session: a Handler that kept w
+	// must not reach it through a later Write.
+	s.stop(errSessionOver)
+	fc.recs, fc.batchFds = s.recs[:0], s.fds[:0]
+	s.fc, s.recs, s.fds = nil, nil, nil
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,13 @@ func (d *Decoder) Space(min int) []byte {
 	return d.buf[len(d.buf):cap(d.buf)]
 }
 
+// Reset empties the decoder for another stream, keeping its buffer. It
+// returns the queued descriptors, which the caller must close.
+func (d *Decoder) Reset() []int {
+	d.buf, d.start = d.buf[:0], 0
+	return d.TakeFds()
+}
+
 // Commit adds n bytes written into the slice Space returned.
 func (d *Decoder) Commit(n int) { d.buf = d.buf[:len(d.buf)+n] }
 

@@ -429,6 +429,18 @@ var _ = Describe("ParseBatch", func() {
 		Expect(recs[2].Meta).To(BeEmpty())
 	})
 
+	It("into a slice reuses its storage and replaces what it held", func() {
+		scratch := make([]wire.Record, 1, 8)
+		scratch[0] = wire.Record{Kind: wire.KindFile}
+		p := cat(record(2, 0, 0), record(4, 1, 2, 'h', 'i'))
+		recs, err := wire.ParseBatchInto(scratch, p, 2)
+		Expect(err).NotTo(HaveOccurred())
+		want, err := wire.ParseBatch(p, 2)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(recs).To(Equal(want))
+		Expect(&recs[0]).To(BeIdenticalTo(&scratch[0]), "no new storage")
+	})
+
 	DescribeTable("rejects (RCV-2)", func(n int, c rejectCase) {
 		recs, err := wire.ParseBatch(c.input, n)
 		expectRejected(err, c.want)

@@ -345,7 +345,13 @@ func ParseError(p []byte) (ErrorFrame, error) {
 // ParseBatch decodes the n records of a BATCH payload (RCV-2). The records'
 // Meta slices alias p.
 func ParseBatch(p []byte, n int) ([]Record, error) {
-	recs := make([]Record, 0, n)
+	return ParseBatchInto(make([]Record, 0, n), p, n)
+}
+
+// ParseBatchInto is ParseBatch reusing recs' storage: it returns the n
+// records in recs[:n], grown if need be.
+func ParseBatchInto(recs []Record, p []byte, n int) ([]Record, error) {
+	recs = recs[:0]
 	for i := 0; i < n; i++ {
 		if len(p) < RecordOverhead {
 			return nil, malformed("record %d: %d bytes left, want at least %d", i, len(p), RecordOverhead)
