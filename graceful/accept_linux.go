@@ -20,22 +20,29 @@ import (
 // gets a standby that answers other receivers, with BUSY (AUTH-4).
 const standbyAfter = time.Millisecond
 
+// acceptWait is how long a worker waits for the next connection on its own
+// thread, woken by the kernel directly, before it waits in Go's poller:
+// long enough for a receiver that dials again at once, short enough that
+// closing the listener (which waits for the call to return) is not held up.
+const acceptWait = time.Millisecond
+
 // acceptor serves a unix listener the fast way: accept4 and the session's
 // system calls on the same thread, with blocking calls the kernel wakes
 // directly, and no goroutine per connection.
 type acceptor struct {
 	s     *Server
+	ln    *net.UnixListener
 	rc    syscall.RawConn
-	waker *fdpass.Waker
 	local net.Addr
 	idle  atomic.Int32 // workers waiting for a connection
 	live  sync.WaitGroup
 
-	mu  sync.Mutex
-	err error // the first accept error that is not temporary
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when the workers are done, or one failed
+	err      error         // why, if one failed
 }
 
-// serveFast serves ln until Close, or until accept fails for good. It
+// serveFast serves ln until Close, or until accepting fails for good. It
 // returns handled false, having done nothing, when ln cannot be served this
 // way.
 func (s *Server) serveFast(ln net.Listener) (handled bool, err error) {
@@ -47,35 +54,31 @@ func (s *Server) serveFast(ln net.Listener) (handled bool, err error) {
 	if err != nil {
 		return false, nil
 	}
-	w, err := fdpass.NewWaker()
-	if err != nil {
-		return true, err
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		w.Close()
-		return true, ErrServerClosed
-	}
-	s.wake = w.Wake
-	s.acceptors.Add(1)
-	s.mu.Unlock()
-	defer s.acceptors.Done()
-
-	a := &acceptor{s: s, rc: rc, waker: w, local: ul.Addr()}
+	a := &acceptor{s: s, ln: ul, rc: rc, local: ul.Addr(), stopped: make(chan struct{})}
 	a.live.Add(1)
 	go a.work()
-	a.live.Wait()
-	w.Close()
+	go func() {
+		a.live.Wait()
+		a.stop(nil)
+	}()
+	<-a.stopped
 	if s.isClosed() {
 		return true, ErrServerClosed
 	}
 	return true, a.err
 }
 
+func (a *acceptor) stop(err error) {
+	a.stopOnce.Do(func() {
+		a.err = err
+		close(a.stopped)
+	})
+}
+
 // work accepts and serves connections, each on this goroutine. It ends
 // when another worker is waiting for the next connection (one is enough),
-// on Close, or when accept fails for good.
+// or when accepting fails: on Close, when the listener is closed, or for
+// good.
 func (a *acceptor) work() {
 	defer a.live.Done()
 	log := logger{a.s.Logger}
@@ -85,19 +88,14 @@ func (a *acceptor) work() {
 		a.idle.Add(-1)
 		switch {
 		case err == nil:
-		case a.s.isClosed() || errors.Is(err, fdpass.ErrWoken):
+		case a.s.isClosed():
 			return
 		case isTemporary(err):
 			log.Errorf("graceful: accept: %v; retrying", err)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		default:
-			a.mu.Lock()
-			if a.err == nil {
-				a.err = err
-			}
-			a.mu.Unlock()
-			a.waker.Wake() // the other workers stop too
+			a.stop(err)
 			return
 		}
 		a.serve(fd, peer)
@@ -107,12 +105,21 @@ func (a *acceptor) work() {
 	}
 }
 
+// accept waits for a connection briefly on this thread, then in Go's
+// poller (through package net), which closing the listener wakes.
 func (a *acceptor) accept() (fd int, peer string, err error) {
-	cerr := a.rc.Control(func(ln uintptr) { fd, peer, err = fdpass.Accept(int(ln), a.waker) })
+	cerr := a.rc.Control(func(ln uintptr) { fd, peer, err = fdpass.Accept(int(ln), acceptWait) })
 	if cerr != nil {
 		return -1, "", cerr
 	}
-	return fd, peer, err
+	if !errors.Is(err, fdpass.ErrWouldBlock) {
+		return fd, peer, err
+	}
+	c, err := a.ln.AcceptUnix()
+	if err != nil {
+		return -1, "", err
+	}
+	return fdpass.Detach(c)
 }
 
 // serve runs one session on the accepted socket fd.

@@ -123,6 +123,22 @@ var _ = Describe("a Server on a unix listener", func() {
 	})
 })
 
+var _ = Describe("Serve on a unix listener the caller closes", func() {
+	It("returns the listener's error, without waiting for Close, and leaks nothing", func() {
+		addr := socketAddr()
+		ln, err := net.Listen("unix", addr)
+		Expect(err).NotTo(HaveOccurred())
+		srv := &graceful.Server{Handler: graceful.CallbackHandler(func() {})}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		Expect(graceful.Receive(addr, func(int, io.Reader) error { return nil })).To(Succeed())
+
+		Expect(ln.Close()).To(Succeed())
+		Eventually(served).WithTimeout(5 * time.Second).Should(Receive(MatchError(net.ErrClosed)))
+		Expect(srv.Close()).To(MatchError(net.ErrClosed), "Close reports the listener it could not close")
+	})
+})
+
 // wrappedListener is a listener that is not a *net.UnixListener, as a
 // caller's middleware would make.
 type wrappedListener struct{ net.Listener }

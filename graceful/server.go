@@ -49,10 +49,6 @@ type Server struct {
 	ln       net.Listener
 	conns    map[net.Conn]bool
 	sessions sync.WaitGroup
-	// wake interrupts the accepting goroutines of serveFast, and
-	// acceptors counts the serveFast calls still running.
-	wake      func()
-	acceptors sync.WaitGroup
 }
 
 // ListenAndServe serves the Handler h on the unix socket at addr.
@@ -136,9 +132,6 @@ func (s *Server) accept(ln net.Listener) error {
 func (s *Server) Close() error {
 	s.mu.Lock()
 	var err error
-	if s.wake != nil && !s.closed {
-		s.wake() // before closing ln, which waits for the accepting calls
-	}
 	if s.ln != nil && !s.closed {
 		err = s.ln.Close()
 	}
@@ -152,7 +145,6 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.sessions.Wait()
-	s.acceptors.Wait()
 	return err
 }
 

@@ -2,61 +2,75 @@ package fdpass
 
 import (
 	"errors"
+	"net"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// ErrWoken is Accept's answer once its Waker has been woken.
-var ErrWoken = errors.New("accept: woken")
+// ErrWouldBlock means nothing was ready within the brief wait asked for.
+var ErrWouldBlock = errors.New("not ready within the brief wait")
 
-// Waker interrupts Accept calls: once woken, it stays readable, and every
-// Accept waiting with it returns ErrWoken.
-type Waker struct{ r, w int }
-
-// NewWaker makes a Waker: a pipe, closed by Close.
-func NewWaker() (*Waker, error) {
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil, os.NewSyscallError("pipe2", err)
-	}
-	return &Waker{r: p[0], w: p[1]}, nil
-}
-
-// Wake wakes every Accept waiting with w, now and later.
-func (w *Waker) Wake() { unix.Write(w.w, []byte{0}) }
-
-// Close closes the pipe; no Accept may be waiting with w.
-func (w *Waker) Close() {
-	unix.Close(w.r)
-	unix.Close(w.w)
-}
-
-// Accept waits, blocking the calling thread, for a connection on the
-// listening socket ln, which must be in non-blocking mode (as package net
-// leaves every listener), and returns it in blocking mode, close-on-exec,
-// with the peer's address. It returns ErrWoken once w has been woken. ln's
-// mode is left as it is: the wait is poll's, not accept's.
-func Accept(ln int, w *Waker) (int, string, error) {
-	wait := []unix.PollFd{{Fd: int32(ln), Events: unix.POLLIN}, {Fd: int32(w.r), Events: unix.POLLIN}}
+// Accept takes a connection from the listening socket ln, which must be in
+// non-blocking mode (as package net leaves every listener), waiting for one
+// up to wait on the calling thread (poll, which the kernel wakes directly),
+// and returns ErrWouldBlock if none came. The connection is in blocking
+// mode and close-on-exec; peer is its address, if it has one. ln's mode is
+// left as it is.
+func Accept(ln int, wait time.Duration) (fd int, peer string, err error) {
 	for {
-		if _, err := unix.Ppoll(wait, nil, nil); err != nil && err != unix.EINTR {
-			return -1, "", os.NewSyscallError("ppoll", err)
-		}
-		if wait[1].Revents != 0 {
-			return -1, "", ErrWoken
+		if !pollBriefly(ln, unix.POLLIN, wait) {
+			return -1, "", ErrWouldBlock
 		}
 		fd, sa, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
 		switch err {
 		case nil:
-			name := ""
 			if u, ok := sa.(*unix.SockaddrUnix); ok {
-				name = u.Name
+				peer = u.Name
 			}
-			return fd, name, nil
+			return fd, peer, nil
 		case unix.EAGAIN, unix.EINTR, unix.ECONNABORTED:
 			continue // another thread took it, or it died in the queue
 		}
 		return -1, "", os.NewSyscallError("accept4", err)
 	}
+}
+
+// pollBriefly waits up to wait for events on fd, blocking the thread, and
+// reports whether they came.
+func pollBriefly(fd int, events int16, wait time.Duration) bool {
+	if wait <= 0 {
+		return false
+	}
+	ts := unix.NsecToTimespec(wait.Nanoseconds())
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
+	for {
+		n, err := unix.Ppoll(pfd, &ts, nil)
+		if err != unix.EINTR {
+			return n > 0
+		}
+	}
+}
+
+// Detach takes the socket out of c for blocking calls: a close-on-exec
+// duplicate in blocking mode, with c's peer address; c is closed (which
+// takes the socket out of Go's poller). c must be the caller's alone.
+func Detach(c *net.UnixConn) (fd int, peer string, err error) {
+	defer c.Close()
+	if a, ok := c.RemoteAddr().(*net.UnixAddr); ok && a != nil {
+		peer = a.Name
+	}
+	orig, err := RawFd(c)
+	if err != nil {
+		return -1, "", err
+	}
+	if fd, err = Dup(orig); err != nil {
+		return -1, "", err
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return -1, "", os.NewSyscallError("fcntl", err)
+	}
+	return fd, peer, nil
 }

@@ -106,24 +106,21 @@ var _ = Describe("Accept", func() {
 		DeferCleanup(ln.Close)
 		return ln, addr
 	}
-	accept := func(ln *net.UnixListener, w *fdpass.Waker) (fd int, err error) {
+	accept := func(ln *net.UnixListener, wait time.Duration) (fd int, err error) {
 		GinkgoHelper()
 		rc, rerr := ln.SyscallConn()
 		Expect(rerr).NotTo(HaveOccurred())
-		Expect(rc.Control(func(s uintptr) { fd, _, err = fdpass.Accept(int(s), w) })).To(Succeed())
+		Expect(rc.Control(func(s uintptr) { fd, _, err = fdpass.Accept(int(s), wait) })).To(Succeed())
 		return fd, err
 	}
 
 	It("returns a blocking, close-on-exec connection and leaves the listener non-blocking", func() {
 		ln, addr := listen()
-		w, err := fdpass.NewWaker()
-		Expect(err).NotTo(HaveOccurred())
-		defer w.Close()
 		c, err := net.Dial("unix", addr)
 		Expect(err).NotTo(HaveOccurred())
 		defer c.Close()
 
-		fd, err := accept(ln, w)
+		fd, err := accept(ln, stepTimeout)
 		Expect(err).NotTo(HaveOccurred())
 		defer unix.Close(fd)
 		Expect(cloexec(fd)).To(BeTrue())
@@ -144,25 +141,62 @@ var _ = Describe("Accept", func() {
 		Expect(n).To(Equal(1), "the accepted socket is the dialled connection")
 	})
 
-	It("returns ErrWoken to every waiting call once woken, and at once afterwards", func() {
-		ln, _ := listen()
-		w, err := fdpass.NewWaker()
+	It("waits on the thread for a connection that comes during the wait", func() {
+		ln, addr := listen()
+		dialled := make(chan net.Conn, 1)
+		go func() {
+			defer GinkgoRecover()
+			// Dial only once Accept is waiting in poll.
+			Eventually(func() bool { return threadInSyscall(unix.SYS_PPOLL) }).WithTimeout(stepTimeout).Should(BeTrue())
+			c, err := net.Dial("unix", addr)
+			Expect(err).NotTo(HaveOccurred())
+			dialled <- c
+		}()
+		fd, err := accept(ln, stepTimeout)
 		Expect(err).NotTo(HaveOccurred())
-		defer w.Close()
-		results := make(chan error, 2)
-		for range 2 {
-			go func() {
-				defer GinkgoRecover()
-				_, err := accept(ln, w)
-				results <- err
-			}()
-		}
-		Consistently(results).WithTimeout(50*time.Millisecond).ShouldNot(Receive(), "nobody dialled")
-		w.Wake()
-		for range 2 {
-			Eventually(results).WithTimeout(stepTimeout).Should(Receive(MatchError(fdpass.ErrWoken)))
-		}
-		_, err = accept(ln, w)
-		Expect(errors.Is(err, fdpass.ErrWoken)).To(BeTrue())
+		unix.Close(fd)
+		(<-dialled).Close()
+	})
+
+	It("returns ErrWouldBlock when nobody dials within the wait, and at once for no wait", func() {
+		ln, _ := listen()
+		_, err := accept(ln, 20*time.Millisecond)
+		Expect(err).To(MatchError(fdpass.ErrWouldBlock))
+		_, err = accept(ln, 0)
+		Expect(err).To(MatchError(fdpass.ErrWouldBlock))
+	})
+
+	It("fails, naming the call, on a socket that does not listen", func() {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		Expect(err).NotTo(HaveOccurred())
+		defer closeAll(fds[:])
+		unix.Write(fds[1], []byte("x")) // readable, so poll returns
+		_, _, err = fdpass.Accept(fds[0], stepTimeout)
+		Expect(err).To(MatchError(ContainSubstring("accept4")))
+		Expect(errors.Is(err, fdpass.ErrWouldBlock)).To(BeFalse())
+	})
+})
+
+var _ = Describe("Detach", func() {
+	It("gives the socket of a connection as a blocking, close-on-exec descriptor, and closes the connection", func() {
+		a, b := socketPair()
+		defer b.Close()
+		orig, err := fdpass.RawFd(a)
+		Expect(err).NotTo(HaveOccurred())
+		want := identityOf(orig)
+		fd, _, err := fdpass.Detach(a)
+		Expect(err).NotTo(HaveOccurred())
+		defer unix.Close(fd)
+		Expect(identityOf(fd)).To(Equal(want))
+		Expect(cloexec(fd)).To(BeTrue())
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(fl & unix.O_NONBLOCK).To(BeZero())
+		_, err = a.Write([]byte("x"))
+		Expect(err).To(MatchError(net.ErrClosed), "the connection is closed")
+		_, err = b.Write([]byte("y"))
+		Expect(err).NotTo(HaveOccurred())
+		p := make([]byte, 1)
+		Expect(unix.Read(fd, p)).To(Equal(1), "the descriptor is the connection's socket")
 	})
 })

@@ -148,3 +148,20 @@ func goroutineWaiting(fn string) bool {
 	}
 	return false
 }
+
+// threadInSyscall reports whether a thread of this process is blocked in
+// the system call nr, as /proc/self/task/*/syscall shows it.
+func threadInSyscall(nr uintptr) bool {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return false
+	}
+	want := fmt.Sprintf("%d ", nr)
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/syscall")
+		if err == nil && strings.HasPrefix(string(b), want) {
+			return true
+		}
+	}
+	return false
+}
