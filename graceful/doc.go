@@ -75,6 +75,17 @@
 // is then one system call woken by the kernel. Your own connections keep
 // Go's poller and get their deadlines cleared when a session ends.
 //
+// On Linux, a Server serving a *net.UnixListener runs each session on the
+// goroutine that accepted it and waits for the next receiver briefly on
+// that thread before it waits in Go's poller: receivers that follow one
+// another cost no goroutine and no thread hand-over. When a session waits
+// on its peer for more than a millisecond, another goroutine starts
+// accepting, so that other receivers are answered (BUSY) meanwhile. The
+// Handler's conn is then the session's socket for Control (SO_PEERCRED and
+// the like) and LocalAddr/RemoteAddr; its Read and Write fail, its Close
+// ends the session. Other listeners are served through package net, with a
+// goroutine per connection and the *net.UnixConn as the Handler's conn.
+//
 // # Ownership
 //
 // The callback given to Receive owns each fd it is called with, even if
