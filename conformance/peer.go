@@ -94,29 +94,23 @@ func (p *wirePeer) sendOOB(data, oob []byte) error {
 // sendSplit writes data one byte per sendmsg, with fds attached to the byte
 // at offset at.
 func (p *wirePeer) sendSplit(data []byte, at int, fds ...int) error {
-	for i := range data {
-		var err error
-		if i == at {
-			err = p.send(data[i:i+1], fds...)
-		} else {
-			err = p.send(data[i : i+1])
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return p.trickle(data, at, 0, fds...)
 }
 
 // trickle writes data one byte per sendmsg, one every interval, with fds
 // attached to the byte at offset at: a peer that is slow, not silent. It
-// stops at the first write that fails (the implementation gave up).
+// stops at the first write that fails (the implementation gave up). An
+// interval of 0 sends the bytes one after another at once.
 func (p *wirePeer) trickle(data []byte, at int, interval time.Duration, fds ...int) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	var tick <-chan time.Time // none: one byte after another at once
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for i := range data {
-		if i > 0 {
-			<-t.C
+		if i > 0 && tick != nil {
+			<-tick
 		}
 		var err error
 		if i == at {

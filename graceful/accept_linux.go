@@ -30,12 +30,11 @@ const acceptWait = time.Millisecond
 // system calls on the same thread, with blocking calls the kernel wakes
 // directly, and no goroutine per connection.
 type acceptor struct {
-	s     *Server
-	ln    *net.UnixListener
-	rc    syscall.RawConn
-	local net.Addr
-	idle  atomic.Int32 // workers waiting for a connection
-	live  sync.WaitGroup
+	s    *Server
+	ln   *net.UnixListener
+	rc   syscall.RawConn
+	idle atomic.Int32 // workers waiting for a connection
+	live sync.WaitGroup
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when the workers are done, or one failed
@@ -54,7 +53,7 @@ func (s *Server) serveFast(ln net.Listener) (handled bool, err error) {
 	if err != nil {
 		return false, nil
 	}
-	a := &acceptor{s: s, ln: ul, rc: rc, local: ul.Addr(), stopped: make(chan struct{})}
+	a := &acceptor{s: s, ln: ul, rc: rc, stopped: make(chan struct{})}
 	a.live.Add(1)
 	go a.work()
 	go func() {
@@ -126,7 +125,7 @@ func (a *acceptor) accept() (fd int, peer string, err error) {
 func (a *acceptor) serve(fd int, peer string) {
 	b := fdpass.NewBlocking(fd)
 	b.Patience, b.Impatient = standbyAfter, a.standby
-	conn := &acceptedConn{b: b, local: a.local, remote: &net.UnixAddr{Name: peer, Net: "unix"}}
+	conn := &acceptedConn{b: b, local: a.ln.Addr(), remote: &net.UnixAddr{Name: peer, Net: "unix"}}
 	if !a.s.track(conn) {
 		conn.release()
 		return

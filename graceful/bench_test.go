@@ -173,7 +173,7 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 		}
 		b.Cleanup(func() { os.RemoveAll(dir) })
 		path = filepath.Join(dir, "s")
-		if theirs, err = benchListenUnix(path); err != nil {
+		if theirs, err = floor.ListenUnix(path); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -243,11 +243,12 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 // benchServe runs the sender of impl in mode on sock in this process and
 // returns how to stop it and learn how it ended.
 func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err error) {
-	closeFds, fds, err := benchSenderFds(n)
+	tcp, fds, err := floor.ListenerDups(n)
 	if err != nil {
 		sock.Close()
 		return nil, err
 	}
+	closeFds := func() { floor.CloseAll(fds); tcp.Close() }
 	served := make(chan error, 1)
 	finish := func() error {
 		select {
@@ -268,7 +269,7 @@ func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err
 		return finish, nil
 	case mode == benchDial && impl == benchFloor:
 		ln := int(sock.Fd())
-		go func() { served <- benchFloorAccept(ln, fds) }()
+		go func() { served <- floor.ServeAccepted(ln, fds) }()
 		return func() error {
 			unix.Shutdown(ln, unix.SHUT_RDWR) // wakes the blocked accept4
 			err := finish()
@@ -362,74 +363,6 @@ func benchPeerMain(role string) error {
 		io.Copy(io.Discard, os.Stdin) // serve until the parent says stop
 	}
 	return stop()
-}
-
-// benchSenderFds opens the set a sender hands out: n duplicates of one
-// TCP listener, as a restarting server hands out its listeners. closeAll
-// closes them and the listener.
-func benchSenderFds(n int) (closeAll func(), fds []int, err error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, os.NewSyscallError("socket", err)
-	}
-	fds = make([]int, 0, n)
-	closeAll = func() { floor.CloseAll(fds); unix.Close(fd) }
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		closeAll()
-		return nil, nil, os.NewSyscallError("bind", err)
-	}
-	if err := unix.Listen(fd, 16); err != nil {
-		closeAll()
-		return nil, nil, os.NewSyscallError("listen", err)
-	}
-	for range n {
-		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			closeAll()
-			return nil, nil, os.NewSyscallError("fcntl", err)
-		}
-		fds = append(fds, d)
-	}
-	return closeAll, fds, nil
-}
-
-func benchListenUnix(path string) (*os.File, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("bind", err)
-	}
-	if err := unix.Listen(fd, 128); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("listen", err)
-	}
-	return os.NewFile(uintptr(fd), path), nil
-}
-
-// benchFloorAccept serves one request per accepted connection until the
-// listening socket is shut down.
-func benchFloorAccept(ln int, fds []int) error {
-	sender := floor.NewSender(-1, fds)
-	for {
-		conn, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
-		switch {
-		case err == unix.EINTR || err == unix.ECONNABORTED:
-			continue
-		case err == unix.EINVAL: // shut down
-			return nil
-		case err != nil:
-			return os.NewSyscallError("accept4", err)
-		}
-		sender.Reset(conn)
-		err = sender.Serve()
-		unix.Close(conn)
-		if err != nil {
-			return err
-		}
-	}
 }
 
 func benchGracefulServer(fds []int) *graceful.Server {

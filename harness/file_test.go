@@ -105,21 +105,11 @@ func appendOld(c *harness.Child) error {
 // appendNew takes the log from the hand-off socket Args[0] and writes
 // Args[1] numbered lines to it.
 func appendNew(c *harness.Child) error {
-	conn, set, err := receiveSet(c, &graceful.Client{CheckKinds: true}, c.Args[0])
+	conn, got, err := receiveOne(c)
 	if err != nil {
 		return err
 	}
-	if err := awaitCommand(c, "serve"); err != nil {
-		conn.Close()
-		closeReceived(set)
-		return err
-	}
-	if len(set) != 1 {
-		conn.Close()
-		closeReceived(set)
-		return fmt.Errorf("received %d descriptors, want 1", len(set))
-	}
-	f := os.NewFile(uintptr(set[0].Num), set[0].Meta["name"])
+	f := os.NewFile(uintptr(got.Num), got.Meta["name"])
 	defer f.Close()
 	if err := ready(conn); err != nil {
 		return err
@@ -177,21 +167,11 @@ type readReport struct {
 // readerNew takes a file from the hand-off socket Args[0] and reads the
 // rest of it from where it is, without seeking.
 func readerNew(c *harness.Child) error {
-	conn, set, err := receiveSet(c, &graceful.Client{CheckKinds: true}, c.Args[0])
+	conn, got, err := receiveOne(c)
 	if err != nil {
 		return err
 	}
-	if err := awaitCommand(c, "serve"); err != nil {
-		conn.Close()
-		closeReceived(set)
-		return err
-	}
-	if len(set) != 1 {
-		conn.Close()
-		closeReceived(set)
-		return fmt.Errorf("received %d descriptors, want 1", len(set))
-	}
-	f := os.NewFile(uintptr(set[0].Num), set[0].Meta["name"])
+	f := os.NewFile(uintptr(got.Num), got.Meta["name"])
 	defer f.Close()
 	rest, err := io.ReadAll(f)
 	if err != nil {

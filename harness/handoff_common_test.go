@@ -143,6 +143,28 @@ func receiveSet(c *harness.Child, client *graceful.Client, sock string) (*net.Un
 	return conn, set, nil
 }
 
+// receiveOne is what a next generation that takes one descriptor does
+// first: receive it from the hand-off socket Args[0], kinds checked, and
+// wait for "serve".
+func receiveOne(c *harness.Child) (*net.UnixConn, receivedFD, error) {
+	conn, set, err := receiveSet(c, &graceful.Client{CheckKinds: true}, c.Args[0])
+	if err != nil {
+		return nil, receivedFD{}, err
+	}
+	fail := func(err error) (*net.UnixConn, receivedFD, error) {
+		conn.Close()
+		closeReceived(set)
+		return nil, receivedFD{}, err
+	}
+	if err := awaitCommand(c, "serve"); err != nil {
+		return fail(err)
+	}
+	if len(set) != 1 {
+		return fail(fmt.Errorf("received %d descriptors, want 1", len(set)))
+	}
+	return conn, set[0], nil
+}
+
 func closeReceived(set []receivedFD) {
 	for _, r := range set {
 		unix.Close(r.Num)

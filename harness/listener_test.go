@@ -137,21 +137,11 @@ func listenerOld(c *harness.Child) error {
 // listenerNew is the next generation: it takes the listener from the
 // hand-off socket Args[0] and greets clients on it.
 func listenerNew(c *harness.Child) error {
-	conn, set, err := receiveSet(c, &graceful.Client{CheckKinds: true}, c.Args[0])
+	conn, got, err := receiveOne(c)
 	if err != nil {
 		return err
 	}
-	if err := awaitCommand(c, "serve"); err != nil {
-		conn.Close()
-		closeReceived(set)
-		return err
-	}
-	if len(set) != 1 {
-		conn.Close()
-		closeReceived(set)
-		return fmt.Errorf("received %d descriptors, want 1", len(set))
-	}
-	ln, err := graceful.FdListener(set[0].Num)
+	ln, err := graceful.FdListener(got.Num)
 	if err != nil {
 		conn.Close()
 		return err

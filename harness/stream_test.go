@@ -168,27 +168,17 @@ func streamOld(c *harness.Child) error {
 // streamNew takes the connection from the hand-off socket Args[0] and
 // echoes on, starting with the bytes the old process had read.
 func streamNew(c *harness.Child) error {
-	conn, set, err := receiveSet(c, &graceful.Client{CheckKinds: true}, c.Args[0])
+	conn, got, err := receiveOne(c)
 	if err != nil {
 		return err
 	}
-	if err := awaitCommand(c, "serve"); err != nil {
-		conn.Close()
-		closeReceived(set)
-		return err
-	}
-	if len(set) != 1 {
-		conn.Close()
-		closeReceived(set)
-		return fmt.Errorf("received %d descriptors, want 1", len(set))
-	}
-	pending, err := hex.DecodeString(set[0].Meta["pending"])
+	pending, err := hex.DecodeString(got.Meta["pending"])
 	if err != nil {
 		conn.Close()
-		closeReceived(set)
+		closeReceived([]receivedFD{got})
 		return err
 	}
-	sc, err := graceful.FdConn(set[0].Num)
+	sc, err := graceful.FdConn(got.Num)
 	if err != nil {
 		conn.Close()
 		return err

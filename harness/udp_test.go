@@ -107,21 +107,11 @@ func udpOld(c *harness.Child) error {
 // udpNew takes the UDP socket from the hand-off socket Args[0] and
 // answers the datagrams, first those queued in it.
 func udpNew(c *harness.Child) error {
-	conn, set, err := receiveSet(c, &graceful.Client{CheckKinds: true}, c.Args[0])
+	conn, got, err := receiveOne(c)
 	if err != nil {
 		return err
 	}
-	if err := awaitCommand(c, "serve"); err != nil {
-		conn.Close()
-		closeReceived(set)
-		return err
-	}
-	if len(set) != 1 {
-		conn.Close()
-		closeReceived(set)
-		return fmt.Errorf("received %d descriptors, want 1", len(set))
-	}
-	pc, err := graceful.FdPacketConn(set[0].Num)
+	pc, err := graceful.FdPacketConn(got.Num)
 	if err != nil {
 		conn.Close()
 		return err

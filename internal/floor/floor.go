@@ -104,7 +104,7 @@ func (r *Receiver) Reset(sock int) { r.sock = sock }
 // close-on-exec. The slice is reused by the next call; the descriptors
 // belong to the caller.
 func (r *Receiver) Request(n int) ([]int, error) {
-	if err := writeFull(r.sock, r.req[:]); err != nil {
+	if err := WriteFull(r.sock, r.req[:]); err != nil {
 		return nil, err
 	}
 	r.fds = r.fds[:0]
@@ -131,7 +131,8 @@ func (r *Receiver) Request(n int) ([]int, error) {
 	return r.fds, nil
 }
 
-func writeFull(fd int, p []byte) error {
+// WriteFull writes all of p on the blocking socket fd.
+func WriteFull(fd int, p []byte) error {
 	for len(p) > 0 {
 		n, err := unix.Write(fd, p)
 		if err == unix.EINTR {
@@ -186,4 +187,76 @@ func CloseAll(fds []int) {
 		}
 		i = j
 	}
+}
+
+// ServeAccepted answers one request per connection accepted on the
+// blocking listening socket ln until ln is shut down (accept4 then fails
+// with EINVAL, and ServeAccepted returns nil).
+func ServeAccepted(ln int, fds []int) error {
+	sender := NewSender(-1, fds)
+	for {
+		conn, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
+		switch {
+		case err == unix.EINTR || err == unix.ECONNABORTED:
+			continue
+		case err == unix.EINVAL:
+			return nil
+		case err != nil:
+			return os.NewSyscallError("accept4", err)
+		}
+		sender.Reset(conn)
+		err = sender.Serve()
+		unix.Close(conn)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// ListenUnix binds a blocking, close-on-exec unix stream socket at path
+// and listens on it, returning it as a file.
+func ListenUnix(path string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("bind", err)
+	}
+	if err := unix.Listen(fd, 128); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("listen", err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// ListenerDups opens one TCP listener on 127.0.0.1 and returns it with n
+// close-on-exec duplicates of it: the set a restarting server hands out.
+// The caller closes the duplicates and the listener.
+func ListenerDups(n int) (*os.File, []int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socket", err)
+	}
+	f := os.NewFile(uintptr(fd), "tcp listener")
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		f.Close()
+		return nil, nil, os.NewSyscallError("bind", err)
+	}
+	if err := unix.Listen(fd, 128); err != nil {
+		f.Close()
+		return nil, nil, os.NewSyscallError("listen", err)
+	}
+	fds := make([]int, 0, n)
+	for range n {
+		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			CloseAll(fds)
+			f.Close()
+			return nil, nil, os.NewSyscallError("fcntl", err)
+		}
+		fds = append(fds, d)
+	}
+	return f, fds, nil
 }

@@ -14,11 +14,11 @@ import (
 	"fmt"
 	"os"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
+	"github.com/gracefulfd/graceful/internal/floor"
 )
 
 // ErrBusy means the server answered BUSY.
@@ -60,14 +60,14 @@ func (r *Receiver) Receive(path string, fds []int) (_ []int, err error) {
 	start := len(fds)
 	defer func() {
 		if err != nil {
-			closeAll(fds[start:])
-			closeAll(r.dec.TakeFds())
+			floor.CloseAll(fds[start:])
+			floor.CloseAll(r.dec.TakeFds())
 			fds = fds[:start]
 		}
 	}()
 
 	r.out = wire.AppendHello(r.out[:0], wire.Hello{MinVersion: wire.Version, MaxVersion: wire.Version})
-	if err := write(sock, r.out); err != nil {
+	if err := floor.WriteFull(sock, r.out); err != nil {
 		return fds, err
 	}
 	for welcomed := false; ; {
@@ -96,7 +96,7 @@ func (r *Receiver) Receive(path string, fds []int) (_ []int, err error) {
 			}
 			r.out = wire.AppendCount(r.out[:0], wire.TypeAck, n)
 			r.out = wire.AppendReady(r.out)
-			return fds, write(sock, r.out)
+			return fds, floor.WriteFull(sock, r.out)
 		case t == wire.TypeError:
 			e, err := wire.ParseError(f.Payload)
 			if err == nil && e.Code == wire.CodeBusy {
@@ -124,9 +124,9 @@ func (r *Receiver) next(sock int) (wire.Frame, error) {
 		if err != nil {
 			return f, os.NewSyscallError("recvmsg", err) // EAGAIN: SO_RCVTIMEO expired
 		}
-		r.fds = appendRights(r.fds[:0], r.oob[:oobn])
+		r.fds = floor.AppendRights(r.fds[:0], r.oob[:oobn])
 		if flags&unix.MSG_CTRUNC != 0 {
-			closeAll(r.fds)
+			floor.CloseAll(r.fds)
 			return f, errors.New("control data truncated")
 		}
 		r.dec.Commit(n)
@@ -134,48 +134,6 @@ func (r *Receiver) next(sock int) (wire.Frame, error) {
 		if n == 0 {
 			return f, errors.New("peer closed mid-session")
 		}
-	}
-}
-
-func write(sock int, p []byte) error {
-	for len(p) > 0 {
-		n, err := unix.Write(sock, p)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("write", err)
-		}
-		p = p[n:]
-	}
-	return nil
-}
-
-func appendRights(fds []int, oob []byte) []int {
-	hdr := unix.CmsgLen(0)
-	for len(oob) >= hdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		l := int(h.Len)
-		if l < hdr || l > len(oob) {
-			return fds
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_RIGHTS {
-			for i := hdr; i+4 <= l; i += 4 {
-				fds = append(fds, int(*(*int32)(unsafe.Pointer(&oob[i]))))
-			}
-		}
-		next := unix.CmsgSpace(l - hdr)
-		if next >= len(oob) {
-			return fds
-		}
-		oob = oob[next:]
-	}
-	return fds
-}
-
-func closeAll(fds []int) {
-	for _, fd := range fds {
-		unix.Close(fd)
 	}
 }
 
@@ -256,7 +214,7 @@ func (s *sender) session(conn int) error {
 	}
 	if len(s.fds) == 0 {
 		s.out = wire.AppendCount(s.out, wire.TypeEnd, 0)
-		if err := write(conn, s.out); err != nil {
+		if err := floor.WriteFull(conn, s.out); err != nil {
 			return err
 		}
 	}
@@ -287,7 +245,7 @@ func (s *sender) read(conn, limit int) (wire.Frame, error) {
 		if err != nil {
 			return f, os.NewSyscallError("recvmsg", err)
 		}
-		closeAll(appendRights(s.scratch[:0], s.oob[:oobn])) // a receiver sends none
+		floor.CloseAll(floor.AppendRights(s.scratch[:0], s.oob[:oobn])) // a receiver sends none
 		if n == 0 {
 			return f, errors.New("peer closed mid-session")
 		}
@@ -305,6 +263,6 @@ func sendAll(sock int, p, oob []byte) error {
 		if err != nil {
 			return os.NewSyscallError("sendmsg", err)
 		}
-		return write(sock, p[n:])
+		return floor.WriteFull(sock, p[n:])
 	}
 }

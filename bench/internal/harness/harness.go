@@ -144,57 +144,6 @@ func Socketpair() (*os.File, *os.File, error) {
 	return os.NewFile(uintptr(fds[0]), "pair0"), os.NewFile(uintptr(fds[1]), "pair1"), nil
 }
 
-// ListenUnix binds a blocking, close-on-exec unix stream socket at path
-// and listens on it, returning it as a file.
-func ListenUnix(path string) (*os.File, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("bind", err)
-	}
-	if err := unix.Listen(fd, 128); err != nil {
-		unix.Close(fd)
-		return nil, os.NewSyscallError("listen", err)
-	}
-	return os.NewFile(uintptr(fd), path), nil
-}
-
-// TCPListenerDups opens one TCP listener on 127.0.0.1 and returns it with
-// n close-on-exec duplicates of it, the descriptors a sender hands out. The
-// caller closes the duplicates; the listener must stay referenced while
-// they are in use.
-func TCPListenerDups(n int) (*os.File, []int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, os.NewSyscallError("socket", err)
-	}
-	f := os.NewFile(uintptr(fd), "tcp listener")
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		f.Close()
-		return nil, nil, os.NewSyscallError("bind", err)
-	}
-	if err := unix.Listen(fd, 128); err != nil {
-		f.Close()
-		return nil, nil, os.NewSyscallError("listen", err)
-	}
-	fds := make([]int, 0, n)
-	for range n {
-		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			for _, d := range fds {
-				unix.Close(d)
-			}
-			f.Close()
-			return nil, nil, os.NewSyscallError("fcntl", err)
-		}
-		fds = append(fds, d)
-	}
-	return f, fds, nil
-}
-
 // OpenFds counts this process's open descriptors.
 func OpenFds() (int, error) {
 	entries, err := os.ReadDir("/proc/self/fd")

@@ -95,7 +95,7 @@ func Start(tb testing.TB, mode, impl string, n int) Receiver {
 		}
 		tb.Cleanup(func() { os.RemoveAll(dir) })
 		path := filepath.Join(dir, "s")
-		ln, err := harness.ListenUnix(path)
+		ln, err := floor.ListenUnix(path)
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -59,7 +59,7 @@ func senderFds() (*os.File, []int, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return harness.TCPListenerDups(n)
+	return floor.ListenerDups(n)
 }
 
 func floorConn() error {
@@ -80,20 +80,7 @@ func floorDial() error {
 		return err
 	}
 	defer ln.Close()
-	for {
-		conn, _, err := unix.Accept4(3, unix.SOCK_CLOEXEC)
-		if err == unix.EINTR || err == unix.ECONNABORTED {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("accept4", err)
-		}
-		err = floor.NewSender(conn, fds).Serve()
-		unix.Close(conn)
-		if err != nil {
-			return err
-		}
-	}
+	return floor.ServeAccepted(3, fds)
 }
 
 // inheritedConn turns descriptor 3 into a *net.UnixConn.
@@ -129,6 +116,19 @@ func netConn() error {
 	for i := 0; i < len(fds); i += floor.BatchSize {
 		batches = append(batches, unix.UnixRights(fds[i:min(i+floor.BatchSize, len(fds))]...))
 	}
+	return answerEach(conn, func(req []byte) error {
+		for _, oob := range batches {
+			if _, _, err := conn.WriteMsgUnix(req, oob, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// answerEach reads one-byte requests on conn and answers each, until the
+// receiver closes conn.
+func answerEach(conn *net.UnixConn, answer func(req []byte) error) error {
 	req := make([]byte, 1)
 	for {
 		if _, err := conn.Read(req); err != nil {
@@ -137,10 +137,8 @@ func netConn() error {
 			}
 			return err
 		}
-		for _, oob := range batches {
-			if _, _, err := conn.WriteMsgUnix(req, oob, nil); err != nil {
-				return err
-			}
+		if err := answer(req); err != nil {
+			return err
 		}
 	}
 }
@@ -162,20 +160,14 @@ func fdConn() error {
 		return err
 	}
 	defer conn.Close()
-	req := make([]byte, 1)
-	for {
-		if _, err := conn.Read(req); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
+	return answerEach(conn, func([]byte) error {
 		for i := 0; i < len(files); i += floor.BatchSize {
 			if err := fdpeer.Put(conn, files[i:min(i+floor.BatchSize, len(files))]...); err != nil {
 				return err
 			}
 		}
-	}
+		return nil
+	})
 }
 
 // gracefulConn runs whole sessions on the open connection, one after
