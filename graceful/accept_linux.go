@@ -27,8 +27,8 @@ const standbyAfter = time.Millisecond
 const acceptWait = time.Millisecond
 
 // acceptor serves a unix listener the fast way: accept4 and the session's
-// system calls on the same thread, with blocking calls the kernel wakes
-// directly, and no goroutine per connection.
+// system calls on the same thread, waiting in poll where the kernel wakes
+// the thread directly, and no goroutine per connection.
 type acceptor struct {
 	s    *Server
 	ln   *net.UnixListener

@@ -26,9 +26,9 @@ const (
 const readSize = 2 << 10
 
 // transport moves a frameConn's bytes and descriptors: through Go's poller
-// on a connection the caller owns, or with blocking system calls on a
-// socket only the library uses (fdpass.Blocking), which skips the poller's
-// park and wake-up on every wait.
+// on a connection the caller owns, or waiting on the thread on a socket
+// only the library uses (fdpass.Blocking), which skips the poller's park
+// and wake-up on every wait.
 type transport interface {
 	Read(p, oob []byte, fds []int, deadline time.Time) (int, []int, error)
 	Write(data, oob []byte, deadline time.Time) error

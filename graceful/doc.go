@@ -70,10 +70,11 @@
 // Ready do the same on your own connection, so that you can say ready
 // once you serve. The Send*To functions send one descriptor per session on
 // your connection. On the sockets it owns (those Receive dials and those a
-// Server accepts), the library uses blocking system calls with kernel
-// timeouts (SO_RCVTIMEO, SO_SNDTIMEO) rather than Go's poller: each wait
-// is then one system call woken by the kernel. Your own connections keep
-// Go's poller and get their deadlines cleared when a session ends.
+// Server accepts), the library waits on the calling thread, in poll with
+// the step's deadline as its timeout, rather than in Go's poller: each
+// wait is one system call that the kernel wakes directly, and a deadline
+// costs nothing more. Your own connections keep Go's poller and get their
+// deadlines cleared when a session ends.
 //
 // On Linux, a Server serving a *net.UnixListener runs each session on the
 // goroutine that accepted it and waits for the next receiver briefly on

@@ -156,9 +156,8 @@ func (s *Server) serveConn(conn net.Conn) {
 		s.report(conn, fmt.Errorf("%w: %T", ErrNotUnixConn, conn))
 		return
 	}
-	// The accepted socket is the server's alone: its session runs on it
-	// with blocking calls, which the kernel wakes directly rather than
-	// through Go's poller.
+	// The accepted socket is the server's alone: its session waits on the
+	// thread, which the kernel wakes directly, rather than in Go's poller.
 	b, err := fdpass.BlockingOf(uc)
 	if err != nil {
 		s.report(conn, err)

@@ -15,15 +15,22 @@ var ErrWouldBlock = errors.New("not ready within the brief wait")
 // Accept takes a connection from the listening socket ln, which must be in
 // non-blocking mode (as package net leaves every listener), waiting for one
 // up to wait on the calling thread (poll, which the kernel wakes directly),
-// and returns ErrWouldBlock if none came. The connection is in blocking
-// mode and close-on-exec; peer is its address, if it has one. ln's mode is
-// left as it is.
+// and returns ErrWouldBlock if none came. The connection is non-blocking
+// and close-on-exec, ready for a Blocking; peer is its address, if it has
+// one. ln's mode is left as it is.
 func Accept(ln int, wait time.Duration) (fd int, peer string, err error) {
 	for {
-		if !pollBriefly(ln, unix.POLLIN, wait) {
+		if wait <= 0 {
 			return -1, "", ErrWouldBlock
 		}
-		fd, sa, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
+		ready, err := waitFd(ln, unix.POLLIN, wait)
+		if err != nil {
+			return -1, "", err
+		}
+		if !ready {
+			return -1, "", ErrWouldBlock
+		}
+		fd, sa, err := unix.Accept4(ln, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
 		switch err {
 		case nil:
 			if u, ok := sa.(*unix.SockaddrUnix); ok {
@@ -37,25 +44,10 @@ func Accept(ln int, wait time.Duration) (fd int, peer string, err error) {
 	}
 }
 
-// pollBriefly waits up to wait for events on fd, blocking the thread, and
-// reports whether they came.
-func pollBriefly(fd int, events int16, wait time.Duration) bool {
-	if wait <= 0 {
-		return false
-	}
-	ts := unix.NsecToTimespec(wait.Nanoseconds())
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
-	for {
-		n, err := unix.Ppoll(pfd, &ts, nil)
-		if err != unix.EINTR {
-			return n > 0
-		}
-	}
-}
-
-// Detach takes the socket out of c for blocking calls: a close-on-exec
-// duplicate in blocking mode, with c's peer address; c is closed (which
-// takes the socket out of Go's poller). c must be the caller's alone.
+// Detach takes the socket out of c for a Blocking: a close-on-exec
+// duplicate (non-blocking, as package net left it) with c's peer address;
+// c is closed, which takes the socket out of Go's poller. c must be the
+// caller's alone.
 func Detach(c *net.UnixConn) (fd int, peer string, err error) {
 	defer c.Close()
 	if a, ok := c.RemoteAddr().(*net.UnixAddr); ok && a != nil {
@@ -67,10 +59,6 @@ func Detach(c *net.UnixConn) (fd int, peer string, err error) {
 	}
 	if fd, err = Dup(orig); err != nil {
 		return -1, "", err
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return -1, "", os.NewSyscallError("fcntl", err)
 	}
 	return fd, peer, nil
 }

@@ -1,7 +1,6 @@
 package fdpass
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,14 +10,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Blocking is a unix stream socket used with blocking system calls, its
-// deadlines kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO). A waiting
-// recvmsg is woken by the kernel directly, without a trip through Go's
-// poller: for short exchanges that is most of the cost. Use it only on a
-// socket whose open file description nobody else shares.
+// Blocking is a unix stream socket in non-blocking mode whose calls wait on
+// the calling thread, in poll, rather than in Go's poller: the kernel wakes
+// the thread directly when the peer writes, with no trip through the
+// runtime's network poller, and a deadline costs no system call (it is
+// poll's timeout). For short exchanges that is most of the cost. Use it only
+// on a socket whose open file description nobody else reads or writes.
 type Blocking struct {
-	fd               int
-	rcvTime, sndTime time.Duration // what the kernel holds, to skip setsockopt
+	fd int
+	// answerDue is set by a write and cleared by a read: a read right after
+	// a write waits for the peer's answer before trying, since it cannot
+	// be there yet.
+	answerDue bool
 
 	// Impatient, when set, is called once, the first time a read or write
 	// has waited Patience without completing; the call then goes on until
@@ -28,43 +31,25 @@ type Blocking struct {
 	Patience  time.Duration
 }
 
-// NewBlocking takes fd, which must be in blocking mode.
+// NewBlocking takes fd, which must be in non-blocking mode.
 func NewBlocking(fd int) *Blocking { return &Blocking{fd: fd} }
 
 // Fd is the socket.
 func (b *Blocking) Fd() int { return b.fd }
 
-// slack is how far a kernel timeout may differ from the deadline before it
-// is set again: each step's fresh deadline is a little later than the last,
-// and resetting the timeout for that would cost a system call a step.
-const slack = 5 * time.Millisecond
-
-func (b *Blocking) setTimeout(opt int, held *time.Duration, deadline time.Time) error {
-	left := time.Until(deadline)
-	if left <= 0 {
-		return fmt.Errorf("%w", os.ErrDeadlineExceeded)
-	}
-	if off := *held - left; *held != 0 && off >= -slack && off <= slack {
-		return nil
-	}
-	tv := unix.NsecToTimeval(left.Nanoseconds())
-	if tv.Sec == 0 && tv.Usec == 0 {
-		tv.Usec = 1 // zero would mean no timeout at all
-	}
-	if err := unix.SetsockoptTimeval(b.fd, unix.SOL_SOCKET, opt, &tv); err != nil {
-		return os.NewSyscallError("setsockopt", err)
-	}
-	*held = left
-	return nil
-}
-
-// Read is Read for a blocking socket, which gives up at deadline.
+// Read is Read for a Blocking socket, which gives up at deadline.
 func (b *Blocking) Read(p, oob []byte, fds []int, deadline time.Time) (int, []int, error) {
 	var (
 		n, oobn, flags int
 		err            error
 	)
-	err = b.patiently(unix.SO_RCVTIMEO, &b.rcvTime, deadline, func() error {
+	if b.answerDue {
+		b.answerDue = false
+		if err := b.wait(unix.POLLIN, deadline); err != nil {
+			return 0, fds, blockingError("recvmsg", err)
+		}
+	}
+	err = b.retry(unix.POLLIN, deadline, func() error {
 		n, oobn, flags, _, err = unix.Recvmsg(b.fd, p, oob, recvFlags)
 		return err
 	})
@@ -89,11 +74,11 @@ func (b *Blocking) Read(p, oob []byte, fds []int, deadline time.Time) (int, []in
 	return n, fds, nil
 }
 
-// Write is Write for a blocking socket, which gives up at deadline.
+// Write is Write for a Blocking socket, which gives up at deadline.
 func (b *Blocking) Write(data, oob []byte, deadline time.Time) error {
 	for len(data) > 0 {
 		var n int
-		err := b.patiently(unix.SO_SNDTIMEO, &b.sndTime, deadline, func() (err error) {
+		err := b.retry(unix.POLLOUT, deadline, func() (err error) {
 			n, err = unix.SendmsgN(b.fd, data, oob, nil, sendFlags)
 			return err
 		})
@@ -102,31 +87,54 @@ func (b *Blocking) Write(data, oob []byte, deadline time.Time) error {
 		}
 		data, oob = data[n:], nil
 	}
+	b.answerDue = true
 	return nil
 }
 
-// patiently makes one blocking call within deadline, retried on EINTR.
-// While Impatient is set and the deadline is further than Patience, the
-// call first waits only Patience; if that passes, Impatient is called and
-// the call waits out the rest. The error is the call's, or a deadline
-// error from setsockopt.
-func (b *Blocking) patiently(opt int, held *time.Duration, deadline time.Time, call func() error) error {
-	if b.Impatient != nil && time.Until(deadline) > b.Patience+slack {
-		if err := b.setTimeout(opt, held, time.Now().Add(b.Patience)); err != nil {
-			return err
+// retry makes call until it does not fail with EAGAIN or EINTR, waiting
+// for events between tries, and gives up at deadline.
+func (b *Blocking) retry(events int16, deadline time.Time, call func() error) error {
+	for {
+		err := call()
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			if err := b.wait(events, deadline); err != nil {
+				return err
+			}
+			continue
 		}
-		err := retryEINTR(call)
-		if !errors.Is(err, unix.EAGAIN) {
-			return err
-		}
-		impatient := b.Impatient
-		b.Impatient = nil
-		impatient()
-	}
-	if err := b.setTimeout(opt, held, deadline); err != nil {
 		return err
 	}
-	return retryEINTR(call)
+}
+
+// wait blocks the thread until the socket has one of events (or an error or
+// hang-up, which the next call reports) or deadline passes. While
+// Impatient is set, it first waits only Patience; if that passes,
+// Impatient is called and the wait goes on.
+func (b *Blocking) wait(events int16, deadline time.Time) error {
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		impatient := b.Impatient != nil && left > b.Patience
+		if impatient {
+			left = b.Patience
+		}
+		ready, err := waitFd(b.fd, events, left)
+		switch {
+		case err != nil:
+			return err
+		case ready:
+			return nil
+		case impatient:
+			call := b.Impatient
+			b.Impatient = nil
+			call()
+		}
+	}
 }
 
 func retryEINTR(call func() error) error {
@@ -137,7 +145,7 @@ func retryEINTR(call func() error) error {
 	}
 }
 
-// PeerUID is PeerUID for a blocking socket.
+// PeerUID is PeerUID for a Blocking socket.
 func (b *Blocking) PeerUID() (int, error) { return peerUID(b.fd) }
 
 // Shutdown wakes a read or write blocked on the socket, from another
@@ -147,38 +155,59 @@ func (b *Blocking) Shutdown() { unix.Shutdown(b.fd, unix.SHUT_RDWR) }
 // Close closes the socket.
 func (b *Blocking) Close() error { return unix.Close(b.fd) }
 
-// DialBlocking connects a new blocking unix stream socket to addr, giving up
-// at deadline.
+// DialBlocking connects a new unix stream socket to addr, giving up at
+// deadline.
 func DialBlocking(addr string, deadline time.Time) (*Blocking, error) {
 	fd, err := socketCloexec()
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	b := NewBlocking(fd)
-	if err := b.setTimeout(unix.SO_SNDTIMEO, &b.sndTime, deadline); err != nil {
-		b.Close()
+	if err := connectBy(fd, &unix.SockaddrUnix{Name: addr}, deadline); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
-	for {
-		err = unix.Connect(fd, &unix.SockaddrUnix{Name: addr})
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		b.Close()
-		return nil, blockingError("connect", err)
-	}
-	return b, nil
+	return NewBlocking(fd), nil
 }
 
-// blockingError names the call, and turns the kernel's timeout (EAGAIN on a
-// blocking socket) into os.ErrDeadlineExceeded. Errors that are not the
-// call's own (a deadline already past, a failed setsockopt) pass as they
-// are.
+// connectBy connects the non-blocking socket fd to sa. A unix socket
+// connects at once or, when the listener's backlog is full, fails with
+// EAGAIN rather than wait: for that rare case the socket waits in a
+// blocking connect with the kernel's send timeout, and is made
+// non-blocking again.
+func connectBy(fd int, sa unix.Sockaddr, deadline time.Time) error {
+	err := retryEINTR(func() error { return unix.Connect(fd, sa) })
+	if err != unix.EAGAIN {
+		return blockingError("connect", err)
+	}
+	left := time.Until(deadline)
+	if left <= 0 {
+		return fmt.Errorf("connect: %w", os.ErrDeadlineExceeded)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	tv := unix.NsecToTimeval(max(left, time.Microsecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	if err := retryEINTR(func() error { return unix.Connect(fd, sa) }); err != nil {
+		return blockingError("connect", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	return nil
+}
+
+// blockingError names the call that failed or ran out of time, and turns
+// the kernel's timeout (EAGAIN from a blocking connect) into
+// os.ErrDeadlineExceeded. Errors of other calls (ppoll, setsockopt) pass
+// as they are.
 func blockingError(call string, err error) error {
 	errno, ok := err.(unix.Errno)
 	switch {
+	case err == os.ErrDeadlineExceeded:
+		return fmt.Errorf("%s: %w", call, err)
 	case !ok:
 		return err
 	case errno == unix.EAGAIN || errno == unix.EWOULDBLOCK:
@@ -187,16 +216,13 @@ func blockingError(call string, err error) error {
 	return os.NewSyscallError(call, err)
 }
 
-// BlockingOf turns the socket behind c to blocking mode and returns it as
-// a Blocking. c keeps owning the descriptor: close c, not the Blocking,
-// and do not use c's own I/O methods meanwhile.
+// BlockingOf returns the socket behind c, which package net keeps in
+// non-blocking mode, as a Blocking. c keeps owning the descriptor: close
+// c, not the Blocking, and do not use c's own I/O methods meanwhile.
 func BlockingOf(c syscall.Conn) (*Blocking, error) {
 	fd, err := RawFd(c)
 	if err != nil {
 		return nil, err
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		return nil, os.NewSyscallError("fcntl", err)
 	}
 	return NewBlocking(fd), nil
 }

@@ -2,6 +2,7 @@ package fdpass_test
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,12 +15,14 @@ import (
 	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 )
 
-// blockingPair is a connected pair of blocking sockets: the first as a
-// Blocking, the second as a raw descriptor. Both are closed at the end of
-// the spec.
+// blockingPair is a connected pair of sockets: the first, non-blocking, as
+// a Blocking, the second as a raw blocking descriptor. Both are closed at
+// the end of the spec.
 func blockingPair() (*fdpass.Blocking, int) {
 	GinkgoHelper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	Expect(err).NotTo(HaveOccurred())
+	err = unix.SetNonblock(fds[0], true)
 	Expect(err).NotTo(HaveOccurred())
 	b := fdpass.NewBlocking(fds[0])
 	DeferCleanup(func() { b.Close(); unix.Close(fds[1]) })
@@ -114,7 +117,7 @@ var _ = Describe("Accept", func() {
 		return fd, err
 	}
 
-	It("returns a blocking, close-on-exec connection and leaves the listener non-blocking", func() {
+	It("returns a non-blocking, close-on-exec connection and leaves the listener non-blocking", func() {
 		ln, addr := listen()
 		c, err := net.Dial("unix", addr)
 		Expect(err).NotTo(HaveOccurred())
@@ -126,7 +129,7 @@ var _ = Describe("Accept", func() {
 		Expect(cloexec(fd)).To(BeTrue())
 		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(fl&unix.O_NONBLOCK).To(BeZero(), "the accepted socket is blocking")
+		Expect(fl&unix.O_NONBLOCK).NotTo(BeZero(), "the accepted socket is non-blocking, for a Blocking")
 		control(ln, func(lfd int) {
 			fl, err := unix.FcntlInt(uintptr(lfd), unix.F_GETFL, 0)
 			Expect(err).NotTo(HaveOccurred())
@@ -136,7 +139,7 @@ var _ = Describe("Accept", func() {
 		_, err = c.Write([]byte("x"))
 		Expect(err).NotTo(HaveOccurred())
 		p := make([]byte, 1)
-		n, err := unix.Read(fd, p)
+		n, _, err := fdpass.NewBlocking(fd).Read(p, make([]byte, fdpass.OOBSize), nil, time.Now().Add(stepTimeout))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(n).To(Equal(1), "the accepted socket is the dialled connection")
 	})
@@ -178,7 +181,7 @@ var _ = Describe("Accept", func() {
 })
 
 var _ = Describe("Detach", func() {
-	It("gives the socket of a connection as a blocking, close-on-exec descriptor, and closes the connection", func() {
+	It("gives the socket of a connection as a close-on-exec descriptor, and closes the connection", func() {
 		a, b := socketPair()
 		defer b.Close()
 		orig, err := fdpass.RawFd(a)
@@ -189,14 +192,101 @@ var _ = Describe("Detach", func() {
 		defer unix.Close(fd)
 		Expect(identityOf(fd)).To(Equal(want))
 		Expect(cloexec(fd)).To(BeTrue())
-		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(fl & unix.O_NONBLOCK).To(BeZero())
 		_, err = a.Write([]byte("x"))
 		Expect(err).To(MatchError(net.ErrClosed), "the connection is closed")
 		_, err = b.Write([]byte("y"))
 		Expect(err).NotTo(HaveOccurred())
 		p := make([]byte, 1)
-		Expect(unix.Read(fd, p)).To(Equal(1), "the descriptor is the connection's socket")
+		n, _, err := fdpass.NewBlocking(fd).Read(p, make([]byte, fdpass.OOBSize), nil, time.Now().Add(stepTimeout))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(n).To(Equal(1), "the descriptor is the connection's socket")
+	})
+})
+
+var _ = Describe("Blocking's waits", func() {
+	It("wakes a read waiting on the thread when the socket is shut down", func() {
+		b, _ := blockingPair()
+		go func() {
+			defer GinkgoRecover()
+			Eventually(func() bool { return threadInSyscall(unix.SYS_PPOLL) }).WithTimeout(stepTimeout).Should(BeTrue())
+			b.Shutdown()
+		}()
+		_, _, err := b.Read(make([]byte, 16), make([]byte, fdpass.OOBSize), nil, time.Now().Add(time.Hour))
+		Expect(err).To(MatchError(io.EOF))
+	})
+
+	It("waits for the answer after a write, and reads it whole", func() {
+		b, peer := blockingPair()
+		Expect(b.Write([]byte("ping"), nil, time.Now().Add(stepTimeout))).To(Succeed())
+		go func() {
+			defer GinkgoRecover()
+			p := make([]byte, 4)
+			Expect(unix.Read(peer, p)).To(Equal(4))
+			Expect(unix.Write(peer, []byte("pong"))).To(Equal(4))
+		}()
+		p := make([]byte, 16)
+		n, _, err := b.Read(p, make([]byte, fdpass.OOBSize), nil, time.Now().Add(stepTimeout))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(string(p[:n])).To(Equal("pong"))
+	})
+})
+
+var _ = Describe("DialBlocking", func() {
+	// fullListener listens with no room in its backlog and one connection
+	// already waiting in it, so that the next connect cannot complete
+	// until that one is accepted.
+	fullListener := func() (ln int, addr string) {
+		GinkgoHelper()
+		addr = filepath.Join(GinkgoT().TempDir(), "s")
+		ln, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(unix.Close, ln)
+		Expect(unix.Bind(ln, &unix.SockaddrUnix{Name: addr})).To(Succeed())
+		Expect(unix.Listen(ln, 0)).To(Succeed())
+		first, err := fdpass.DialBlocking(addr, time.Now().Add(stepTimeout))
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(first.Close)
+		return ln, addr
+	}
+	nonBlocking := func(fd int) bool {
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		Expect(err).NotTo(HaveOccurred())
+		return fl&unix.O_NONBLOCK != 0
+	}
+
+	It("connects a non-blocking, close-on-exec socket", func() {
+		_, addr := fullListener() // its first connection is the one to check
+		ln2, err := net.Listen("unix", addr+"2")
+		Expect(err).NotTo(HaveOccurred())
+		defer ln2.Close()
+		b, err := fdpass.DialBlocking(addr+"2", time.Now().Add(stepTimeout))
+		Expect(err).NotTo(HaveOccurred())
+		defer b.Close()
+		Expect(nonBlocking(b.Fd())).To(BeTrue())
+		Expect(cloexec(b.Fd())).To(BeTrue())
+	})
+
+	It("waits for room in a full backlog, and gives up at its deadline", func() {
+		_, addr := fullListener()
+		start := time.Now()
+		_, err := fdpass.DialBlocking(addr, start.Add(100*time.Millisecond))
+		Expect(err).To(MatchError(os.ErrDeadlineExceeded))
+		Expect(err).To(MatchError(ContainSubstring("connect")))
+		Expect(time.Since(start)).To(BeNumerically(">=", 100*time.Millisecond))
+	})
+
+	It("connects once the listener makes room during the wait, and stays non-blocking", func() {
+		ln, addr := fullListener()
+		go func() {
+			defer GinkgoRecover()
+			Eventually(func() bool { return threadInSyscall(unix.SYS_CONNECT) }).WithTimeout(stepTimeout).Should(BeTrue())
+			fd, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
+			Expect(err).NotTo(HaveOccurred())
+			unix.Close(fd)
+		}()
+		b, err := fdpass.DialBlocking(addr, time.Now().Add(stepTimeout))
+		Expect(err).NotTo(HaveOccurred())
+		defer b.Close()
+		Expect(nonBlocking(b.Fd())).To(BeTrue())
 	})
 })

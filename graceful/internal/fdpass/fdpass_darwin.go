@@ -3,6 +3,7 @@ package fdpass
 import (
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,9 +48,33 @@ func socketCloexec() (int, error) {
 		return -1, err
 	}
 	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_NOSIGPIPE, 1); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
 	return fd, nil
+}
+
+// waitFd blocks the thread until fd has one of events, an error or a
+// hang-up, or timeout passes, and reports which. poll counts in
+// milliseconds: the timeout is rounded up.
+func waitFd(fd int, events int16, timeout time.Duration) (bool, error) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
+	deadline := time.Now().Add(timeout)
+	for {
+		ms := int((max(timeout, 0) + time.Millisecond - 1) / time.Millisecond)
+		n, err := unix.Poll(pfd, ms)
+		switch err {
+		case nil:
+			return n > 0, nil
+		case unix.EINTR:
+			timeout = time.Until(deadline)
+			continue
+		}
+		return false, os.NewSyscallError("poll", err)
+	}
 }

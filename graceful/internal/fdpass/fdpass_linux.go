@@ -2,6 +2,7 @@ package fdpass
 
 import (
 	"os"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +36,26 @@ const (
 // setCloexec has nothing to do: MSG_CMSG_CLOEXEC did it.
 func setCloexec([]int) error { return nil }
 
+// socketCloexec is a new unix stream socket, non-blocking and close-on-exec.
 func socketCloexec() (int, error) {
-	return unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	return unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+}
+
+// waitFd blocks the thread until fd has one of events, an error or a
+// hang-up, or timeout passes, and reports which.
+func waitFd(fd int, events int16, timeout time.Duration) (bool, error) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
+	deadline := time.Now().Add(timeout)
+	for {
+		ts := unix.NsecToTimespec(max(timeout, 0).Nanoseconds())
+		n, err := unix.Ppoll(pfd, &ts, nil)
+		switch err {
+		case nil:
+			return n > 0, nil
+		case unix.EINTR:
+			timeout = time.Until(deadline)
+			continue
+		}
+		return false, os.NewSyscallError("ppoll", err)
+	}
 }
