@@ -7,7 +7,9 @@ type Frame struct {
 	// to a Decoder method.
 	Payload []byte
 	// Fds holds a BATCH frame's descriptors, in record order; nil otherwise.
-	// They belong to the caller once Next returns them.
+	// The descriptors belong to the caller once Next returns them; the
+	// slice, like Payload, is the Decoder's and valid until the next call
+	// to a Decoder method.
 	Fds []int
 }
 
@@ -20,7 +22,8 @@ type Frame struct {
 type Decoder struct {
 	buf   []byte
 	start int
-	fds   []int
+	fds   []int // the queue
+	taken []int // the last BATCH frame's descriptors, out of the queue
 }
 
 // Space returns at least min free bytes at the end of the buffer, for the
@@ -72,8 +75,12 @@ func (d *Decoder) Buffered() int { return len(d.buf) - d.start }
 // Queued is the number of descriptors received but not yet taken by a frame.
 func (d *Decoder) Queued() int { return len(d.fds) }
 
-// TakeFds empties the queue and returns what it held.
+// TakeFds empties the queue and returns what it held, nil if nothing.
 func (d *Decoder) TakeFds() []int {
+	if len(d.fds) == 0 {
+		d.fds = d.fds[:0] // keep the storage for the next stream
+		return nil
+	}
 	fds := d.fds
 	d.fds = nil
 	return fds
@@ -115,11 +122,11 @@ func (d *Decoder) Next() (f Frame, ok bool, err error) {
 		if len(d.fds) < n {
 			return Frame{}, false, malformed("BATCH declares %d descriptors, %d arrived", n, len(d.fds))
 		}
-		f.Fds = append([]int(nil), d.fds[:n]...)
-		d.fds = d.fds[n:]
-		if len(d.fds) == 0 {
-			d.fds = nil
-		}
+		// Both slices keep their storage: a session of many batches
+		// allocates nothing here after its first.
+		d.taken = append(d.taken[:0], d.fds[:n]...)
+		d.fds = d.fds[:copy(d.fds, d.fds[n:])]
+		f.Fds = d.taken[:n:n]
 	}
 	d.start += end
 	return f, true, nil

@@ -127,7 +127,7 @@ func drain(d *wire.Decoder) ([]decoded, error) {
 		if f.Header.Type != wire.TypeBatch && f.Fds != nil {
 			return got, fmt.Errorf("%v frame took descriptors %v", f.Header.Type, f.Fds)
 		}
-		got = append(got, decoded{Header: f.Header, Payload: bytes.Clone(f.Payload), Fds: f.Fds})
+		got = append(got, decoded{Header: f.Header, Payload: bytes.Clone(f.Payload), Fds: slices.Clone(f.Fds)})
 	}
 }
 
@@ -314,7 +314,7 @@ var _ = Describe("Decoder", func() {
 				Expect(err).NotTo(HaveOccurred())
 				if ok {
 					Expect(d.Buffered()).To(BeZero(), "bytes of the next frame were read with %v", f.Header)
-					got = append(got, decoded{Header: f.Header, Payload: bytes.Clone(f.Payload), Fds: f.Fds})
+					got = append(got, decoded{Header: f.Header, Payload: bytes.Clone(f.Payload), Fds: slices.Clone(f.Fds)})
 				}
 			}
 			Expect(got).To(Equal(expectedFrames(pieces)))
