@@ -247,6 +247,31 @@ var _ = Describe("Decoder", func() {
 		Expect(d.Queued()).To(BeZero())
 	})
 
+	It("allocates nothing for a stream of batches once its buffers have grown", func() {
+		recs := make([]wire.Record, wire.MaxFdsPerBatch)
+		for i := range recs {
+			recs[i] = wire.Record{Kind: wire.KindFile}
+		}
+		var stream []byte
+		fds := make([]int, 4*wire.MaxFdsPerBatch)
+		for range 4 {
+			stream = wire.AppendBatch(stream, recs)
+		}
+		decodeAll := func() {
+			d.Reset()
+			d.Write(stream)
+			d.AddFds(fds)
+			for n := 0; n < 4; n++ {
+				f, ok, err := d.Next()
+				if err != nil || !ok || len(f.Fds) != wire.MaxFdsPerBatch {
+					Fail(fmt.Sprintf("batch %d: ok %v, %d descriptors, %v", n, ok, len(f.Fds), err))
+				}
+			}
+		}
+		decodeAll()
+		Expect(testing.AllocsPerRun(20, decodeAll)).To(BeZero())
+	})
+
 	It("does not share a returned frame's descriptors with its queue", func() {
 		d.Write(wire.AppendBatch(nil, []wire.Record{{Kind: wire.KindFile}}))
 		d.AddFds([]int{1, 2})
