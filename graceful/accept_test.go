@@ -17,8 +17,8 @@ import (
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
-// A Server runs each session on the goroutine that accepted it, with
-// blocking calls, when it serves a *net.UnixListener; these specs pin what
+// A Server runs each session on the goroutine that accepted it, waiting on
+// its thread, when it serves a *net.UnixListener; these specs pin what
 // its Handlers see and what other listeners still get.
 var _ = Describe("a Server on a unix listener", func() {
 	It("gives the Handler a connection that reaches the socket during the session only, and that it cannot read or write", func() {

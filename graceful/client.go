@@ -107,9 +107,9 @@ func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 	}
 }
 
-// receiveOnce runs one session on a socket of its own, with blocking
-// calls: nobody else uses the socket, and the kernel wakes a blocking
-// recvmsg directly, without a trip through Go's poller.
+// receiveOnce runs one session on a socket of its own, waiting on the
+// thread: nobody else uses the socket, and the kernel wakes a thread in
+// poll directly, without a trip through Go's poller.
 func (c *Client) receiveOnce(addr string, cb ReceiveCallback) error {
 	b, err := fdpass.DialBlocking(addr, time.Now().Add(c.timeout()))
 	if err != nil {
