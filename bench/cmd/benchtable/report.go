@@ -225,7 +225,7 @@ func report(w io.Writer, res *results, info reportInfo) {
 	details(w, info, "pkg:"+libPkg+" .name:Transfer")
 
 	fmt.Fprintf(w, "## Transfer with peers, across two processes: `bench/` BenchmarkTransfer\n\n")
-	fmt.Fprintf(w, "net: the floor's messages through package net (Go's poller) instead of blocking system calls. ftrvxmtrx-fd: github.com/ftrvxmtrx/fd Put/Get in batches of 252 (its Get returns *os.File values, closed one by one). graceful in mode=conn: Server.ServeConn and ReceiveFrom on the open connection. protocol-blocking-both is a prototype (bench/internal/blocking, built on graceful/wire): the same protocol with blocking system calls and SO_RCVTIMEO/SO_SNDTIMEO deadlines on both sides and a sender that serves one connection at a time from a blocking accept loop, i.e. the protocol's own cost without package net, Go's poller or a goroutine per connection.\n\n")
+	fmt.Fprintf(w, "net: the floor's messages through package net (Go's poller) instead of blocking system calls. ftrvxmtrx-fd: github.com/ftrvxmtrx/fd Put/Get in batches of 252 (its Get returns *os.File values, closed one by one). graceful in mode=conn: Server.ServeConn and ReceiveFrom on the open connection. protocol-blocking-both is a prototype (bench/internal/blocking, built on graceful/wire): the same protocol with blocking system calls and SO_RCVTIMEO/SO_SNDTIMEO deadlines on both sides and a sender that serves one connection at a time from a blocking accept loop: the protocol without package net, Go's poller or a goroutine per connection, waiting the way the library did before it waited in poll.\n\n")
 	ratioTable(w, res, benchPkg, "Transfer", "floor", "sec/op", true)
 	details(w, info, "pkg:"+benchPkg+" .name:Transfer")
 
