@@ -137,6 +137,21 @@ func (b *Blocking) wait(events int16, deadline time.Time) error {
 	}
 }
 
+// waitFd blocks the thread until fd has one of events, an error or a
+// hang-up, or timeout passes, and reports which.
+func waitFd(fd int, events int16, timeout time.Duration) (bool, error) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := pollOnce(pfd, max(timeout, 0))
+		if err == unix.EINTR {
+			timeout = time.Until(deadline)
+			continue
+		}
+		return n > 0, err
+	}
+}
+
 func retryEINTR(call func() error) error {
 	for {
 		if err := call(); err != unix.EINTR {

@@ -59,22 +59,12 @@ func socketCloexec() (int, error) {
 	return fd, nil
 }
 
-// waitFd blocks the thread until fd has one of events, an error or a
-// hang-up, or timeout passes, and reports which. poll counts in
-// milliseconds: the timeout is rounded up.
-func waitFd(fd int, events int16, timeout time.Duration) (bool, error) {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
-	deadline := time.Now().Add(timeout)
-	for {
-		ms := int((max(timeout, 0) + time.Millisecond - 1) / time.Millisecond)
-		n, err := unix.Poll(pfd, ms)
-		switch err {
-		case nil:
-			return n > 0, nil
-		case unix.EINTR:
-			timeout = time.Until(deadline)
-			continue
-		}
-		return false, os.NewSyscallError("poll", err)
+// pollOnce is one poll of pfd, for up to timeout rounded up to the
+// millisecond poll counts in.
+func pollOnce(pfd []unix.PollFd, timeout time.Duration) (int, error) {
+	n, err := unix.Poll(pfd, int((timeout+time.Millisecond-1)/time.Millisecond))
+	if err != nil && err != unix.EINTR {
+		err = os.NewSyscallError("poll", err)
 	}
+	return n, err
 }

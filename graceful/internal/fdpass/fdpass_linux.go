@@ -41,21 +41,12 @@ func socketCloexec() (int, error) {
 	return unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 }
 
-// waitFd blocks the thread until fd has one of events, an error or a
-// hang-up, or timeout passes, and reports which.
-func waitFd(fd int, events int16, timeout time.Duration) (bool, error) {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
-	deadline := time.Now().Add(timeout)
-	for {
-		ts := unix.NsecToTimespec(max(timeout, 0).Nanoseconds())
-		n, err := unix.Ppoll(pfd, &ts, nil)
-		switch err {
-		case nil:
-			return n > 0, nil
-		case unix.EINTR:
-			timeout = time.Until(deadline)
-			continue
-		}
-		return false, os.NewSyscallError("ppoll", err)
+// pollOnce is one ppoll of pfd, for up to timeout.
+func pollOnce(pfd []unix.PollFd, timeout time.Duration) (int, error) {
+	ts := unix.NsecToTimespec(timeout.Nanoseconds())
+	n, err := unix.Ppoll(pfd, &ts, nil)
+	if err != nil && err != unix.EINTR {
+		err = os.NewSyscallError("ppoll", err)
 	}
+	return n, err
 }
