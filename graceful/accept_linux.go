@@ -131,8 +131,8 @@ func (a *acceptor) serve(fd int, peer string) {
 		return
 	}
 	defer a.s.sessions.Done()
-	defer a.s.untrack(conn)
-	a.s.run(conn, b, a.s.config(), false)
+	err := a.s.run(conn, b, a.s.config())
+	a.s.closeAndReport(conn, err)
 }
 
 // standby starts a worker unless one is already waiting for a connection.

@@ -32,7 +32,17 @@ var _ = Describe("a Server on a unix listener", func() {
 			syscallConnOK bool
 		}
 		got := make(chan seen, 1)
-		srv := &graceful.Server{Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) {
+		var last net.Conn // the Handler's conn, on the session's goroutine
+		controlAtDone := make(chan error, 1)
+		srv := &graceful.Server{Done: func(error) {
+			rc, err := last.(syscall.Conn).SyscallConn()
+			if err == nil {
+				err = rc.Control(func(uintptr) {})
+			}
+			controlAtDone <- err
+		}}
+		srv.Handler = graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) {
+			last = c
 			s := seen{conn: c, uid: -1}
 			_, s.readErr = c.Read(make([]byte, 1))
 			_, s.writeErr = c.Write([]byte{0})
@@ -50,10 +60,12 @@ var _ = Describe("a Server on a unix listener", func() {
 				s.rawReadErr = rc.Read(func(uintptr) bool { return true })
 			}
 			got <- s
-		})}
-		addr, done := serve(srv)
+		})
+		addr, _ := serve(srv)
 		Expect(graceful.Receive(addr, func(int, io.Reader) error { return nil })).To(Succeed())
-		Eventually(done).Should(Receive(BeNil()))
+		var atDone error
+		Eventually(controlAtDone).Should(Receive(&atDone))
+		Expect(atDone).To(MatchError(net.ErrClosed), "the socket is closed by the time the session is reported")
 
 		var s seen
 		Eventually(got).Should(Receive(&s))
@@ -150,9 +162,18 @@ var _ = Describe("a Server on another kind of listener", func() {
 		Expect(err).NotTo(HaveOccurred())
 		conns := make(chan net.Conn, 2)
 		done := make(chan error, 4)
+		var last net.Conn // the Handler's conn, on the session's goroutine
+		writeAtDone := make(chan error, 4)
 		srv := &graceful.Server{
-			Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) { conns <- c }),
-			Done:    func(err error) { done <- err },
+			Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) { last = c; conns <- c }),
+			Done: func(err error) {
+				if last != nil {
+					_, werr := last.Write([]byte{0})
+					writeAtDone <- werr
+					last = nil
+				}
+				done <- err
+			},
 		}
 		served := make(chan error, 1)
 		go func() { served <- srv.Serve(wrappedListener{inner}) }()
@@ -160,6 +181,7 @@ var _ = Describe("a Server on another kind of listener", func() {
 		Expect(graceful.Receive(addr, func(int, io.Reader) error { return nil })).To(Succeed())
 		Eventually(done).Should(Receive(BeNil()))
 		Expect(<-conns).To(BeAssignableToTypeOf(&net.UnixConn{}), "package net's own connection")
+		Expect(<-writeAtDone).To(MatchError(net.ErrClosed), "closed by the time the session is reported")
 
 		first := dialRaw(addr)
 		first.send(hello())

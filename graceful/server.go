@@ -150,20 +150,30 @@ func (s *Server) Close() error {
 
 func (s *Server) serveConn(conn net.Conn) {
 	defer s.sessions.Done()
-	defer s.untrack(conn)
+	err := s.serveAccepted(conn)
+	s.closeAndReport(conn, err)
+}
+
+func (s *Server) serveAccepted(conn net.Conn) error {
 	uc, ok := conn.(*net.UnixConn)
 	if !ok {
-		s.report(conn, fmt.Errorf("%w: %T", ErrNotUnixConn, conn))
-		return
+		return fmt.Errorf("%w: %T", ErrNotUnixConn, conn)
 	}
 	// The accepted socket is the server's alone: its session waits on the
 	// thread, which the kernel wakes directly, rather than in Go's poller.
 	b, err := fdpass.BlockingOf(uc)
 	if err != nil {
-		s.report(conn, err)
-		return
+		return err
 	}
-	s.run(conn, b, s.config(), false)
+	return s.run(conn, b, s.config())
+}
+
+// closeAndReport ends a session on a connection the Server accepted: the
+// socket is closed before the session is reported, so that whoever hears
+// of its end (Done, the Logger) finds it gone.
+func (s *Server) closeAndReport(conn net.Conn, err error) {
+	s.untrack(conn)
+	s.report(conn, err)
 }
 
 func (s *Server) config() senderConfig {
@@ -179,10 +189,8 @@ func (s *Server) config() senderConfig {
 	return cfg
 }
 
-// run runs one session and reports it. With between set, a receiver that
-// closes instead of starting the session is ending the connection, not
-// failing a session, and is not reported.
-func (s *Server) run(conn net.Conn, t transport, cfg senderConfig, between bool) error {
+// run runs one session; its caller reports it.
+func (s *Server) run(conn net.Conn, t transport, cfg senderConfig) error {
 	claimed := false
 	cfg.busy = func() bool {
 		claimed = s.claim()
@@ -195,9 +203,6 @@ func (s *Server) run(conn net.Conn, t transport, cfg senderConfig, between bool)
 	})
 	if claimed {
 		s.release()
-	}
-	if !between || !errors.Is(err, io.EOF) {
-		s.report(conn, err)
 	}
 	return err
 }
@@ -227,7 +232,12 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	cfg := s.config()
 	cfg.exact = true
 	for sessions := 0; ; sessions++ {
-		err := s.run(conn, pollerConn{uc}, cfg, sessions > 0)
+		err := s.run(conn, pollerConn{uc}, cfg)
+		// A receiver that closes between sessions is ending the
+		// connection, not failing a session: that is not reported.
+		if sessions == 0 || !errors.Is(err, io.EOF) {
+			s.report(conn, err)
+		}
 		switch {
 		case err == nil:
 		case sessions > 0 && errors.Is(err, io.EOF):
