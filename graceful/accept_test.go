@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -162,15 +163,29 @@ var _ = Describe("a Server on another kind of listener", func() {
 		Expect(err).NotTo(HaveOccurred())
 		conns := make(chan net.Conn, 2)
 		done := make(chan error, 4)
-		var last net.Conn // the Handler's conn, on the session's goroutine
-		writeAtDone := make(chan error, 4)
+		// Done probes the conn of the one session that succeeds: sessions
+		// run on goroutines of their own here.
+		var (
+			mu   sync.Mutex
+			last net.Conn
+		)
+		controlAtDone := make(chan error, 1)
 		srv := &graceful.Server{
-			Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) { last = c; conns <- c }),
+			Handler: graceful.HandlerFunc(func(c net.Conn, w graceful.ResponseWriter) {
+				mu.Lock()
+				last = c
+				mu.Unlock()
+				conns <- c
+			}),
 			Done: func(err error) {
-				if last != nil {
-					_, werr := last.Write([]byte{0})
-					writeAtDone <- werr
-					last = nil
+				if err == nil {
+					mu.Lock()
+					rc, rerr := last.(syscall.Conn).SyscallConn()
+					if rerr == nil {
+						rerr = rc.Control(func(uintptr) {})
+					}
+					mu.Unlock()
+					controlAtDone <- rerr
 				}
 				done <- err
 			},
@@ -181,7 +196,7 @@ var _ = Describe("a Server on another kind of listener", func() {
 		Expect(graceful.Receive(addr, func(int, io.Reader) error { return nil })).To(Succeed())
 		Eventually(done).Should(Receive(BeNil()))
 		Expect(<-conns).To(BeAssignableToTypeOf(&net.UnixConn{}), "package net's own connection")
-		Expect(<-writeAtDone).To(MatchError(net.ErrClosed), "closed by the time the session is reported")
+		Expect(<-controlAtDone).To(MatchError(net.ErrClosed), "closed by the time the session is reported")
 
 		first := dialRaw(addr)
 		first.send(hello())
