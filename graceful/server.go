@@ -40,7 +40,8 @@ type Server struct {
 	// Done, when set, is called at the end of every session: with nil when
 	// the receiver acknowledged the whole set and said it was ready (or
 	// acknowledged it, when ReadyTimeout is negative), otherwise with the
-	// reason. It runs on the session's goroutine.
+	// reason. It runs on the session's goroutine, after the Server has
+	// closed the connection if it accepted it (ServeConn leaves yours open).
 	Done func(err error)
 
 	mu       sync.Mutex
