@@ -198,13 +198,7 @@ var _ = Describe("a Server on another kind of listener", func() {
 		Expect(<-conns).To(BeAssignableToTypeOf(&net.UnixConn{}), "package net's own connection")
 		Expect(<-controlAtDone).To(MatchError(net.ErrClosed), "closed by the time the session is reported")
 
-		first := dialRaw(addr)
-		first.send(hello())
-		first.expect(wire.TypeWelcome)
-		second := dialRaw(addr)
-		second.send(hello())
-		second.expectError(wire.CodeBusy)
-		Eventually(done).Should(Receive(MatchError(graceful.ErrBusy)))
+		expectBusyDuringSession(addr, done)
 
 		Expect(srv.Close()).To(Succeed())
 		Eventually(served).WithTimeout(5 * time.Second).Should(Receive(MatchError(graceful.ErrServerClosed)))

@@ -27,6 +27,21 @@ func dialRaw(addr string) *rawPeer {
 	return p
 }
 
+// expectBusyDuringSession starts a session with a raw receiver, which it
+// leaves waiting after WELCOME, and checks that a second receiver is told
+// BUSY meanwhile (AUTH-4) and that done hears of it. It returns the first.
+func expectBusyDuringSession(addr string, done <-chan error) *rawPeer {
+	GinkgoHelper()
+	first := dialRaw(addr)
+	first.send(hello())
+	first.expect(wire.TypeWelcome)
+	second := dialRaw(addr)
+	second.send(hello())
+	second.expectError(wire.CodeBusy)
+	Eventually(done).Should(Receive(MatchError(graceful.ErrBusy)))
+	return first
+}
+
 // readSet plays a receiver through END and returns the count.
 func readSet(p *rawPeer) uint32 {
 	GinkgoHelper()
@@ -179,14 +194,7 @@ var _ = Describe("a sender facing a broken or unwelcome receiver", func() {
 	})
 
 	It("answers a second receiver with BUSY while a session runs", func() {
-		first := dialRaw(addr)
-		first.send(hello())
-		first.expect(wire.TypeWelcome)
-
-		second := dialRaw(addr)
-		second.send(hello())
-		second.expectError(wire.CodeBusy)
-		Eventually(done).Should(Receive(MatchError(graceful.ErrBusy)))
+		first := expectBusyDuringSession(addr, done)
 
 		first.c.Close()
 		Eventually(done).Should(Receive(MatchError(graceful.ErrPeerClosed)))

@@ -236,14 +236,11 @@ func (s *Server) ServeConn(conn net.Conn) error {
 		err := s.run(conn, pollerConn{uc}, cfg)
 		// A receiver that closes between sessions is ending the
 		// connection, not failing a session: that is not reported.
-		if sessions == 0 || !errors.Is(err, io.EOF) {
-			s.report(conn, err)
-		}
-		switch {
-		case err == nil:
-		case sessions > 0 && errors.Is(err, io.EOF):
+		if sessions > 0 && errors.Is(err, io.EOF) {
 			return nil
-		default:
+		}
+		s.report(conn, err)
+		if err != nil {
 			return err
 		}
 	}

@@ -127,13 +127,9 @@ var _ = Describe("Accept", func() {
 		Expect(err).NotTo(HaveOccurred())
 		defer unix.Close(fd)
 		Expect(cloexec(fd)).To(BeTrue())
-		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-		Expect(err).NotTo(HaveOccurred())
-		Expect(fl&unix.O_NONBLOCK).NotTo(BeZero(), "the accepted socket is non-blocking, for a Blocking")
+		Expect(nonBlocking(fd)).To(BeTrue(), "the accepted socket is non-blocking, for a Blocking")
 		control(ln, func(lfd int) {
-			fl, err := unix.FcntlInt(uintptr(lfd), unix.F_GETFL, 0)
-			Expect(err).NotTo(HaveOccurred())
-			Expect(fl&unix.O_NONBLOCK).NotTo(BeZero(), "the listener stays non-blocking")
+			Expect(nonBlocking(lfd)).To(BeTrue(), "the listener stays non-blocking")
 		})
 		Expect(c.(*net.UnixConn).SetWriteDeadline(time.Now().Add(stepTimeout))).To(Succeed())
 		_, err = c.Write([]byte("x"))
@@ -147,14 +143,11 @@ var _ = Describe("Accept", func() {
 	It("waits on the thread for a connection that comes during the wait", func() {
 		ln, addr := listen()
 		dialled := make(chan net.Conn, 1)
-		go func() {
-			defer GinkgoRecover()
-			// Dial only once Accept is waiting in poll.
-			Eventually(func() bool { return threadInSyscall(unix.SYS_PPOLL) }).WithTimeout(stepTimeout).Should(BeTrue())
+		onceThreadIn(unix.SYS_PPOLL, func() { // Accept is waiting in poll
 			c, err := net.Dial("unix", addr)
 			Expect(err).NotTo(HaveOccurred())
 			dialled <- c
-		}()
+		})
 		fd, err := accept(ln, stepTimeout)
 		Expect(err).NotTo(HaveOccurred())
 		unix.Close(fd)
@@ -206,24 +199,19 @@ var _ = Describe("Detach", func() {
 var _ = Describe("Blocking's waits", func() {
 	It("wakes a read waiting on the thread when the socket is shut down", func() {
 		b, _ := blockingPair()
-		go func() {
-			defer GinkgoRecover()
-			Eventually(func() bool { return threadInSyscall(unix.SYS_PPOLL) }).WithTimeout(stepTimeout).Should(BeTrue())
-			b.Shutdown()
-		}()
-		_, _, err := b.Read(make([]byte, 16), make([]byte, fdpass.OOBSize), nil, time.Now().Add(time.Hour))
-		Expect(err).To(MatchError(io.EOF))
+		onceThreadIn(unix.SYS_PPOLL, b.Shutdown)
+		_, _, err := b.Read(make([]byte, 16), make([]byte, fdpass.OOBSize), nil, time.Now().Add(stepTimeout))
+		Expect(err).To(MatchError(io.EOF), "woken by the shutdown, not by the deadline")
 	})
 
-	It("waits for the answer after a write, and reads it whole", func() {
+	It("waits in poll for the answer to its own write, and reads it whole", func() {
 		b, peer := blockingPair()
 		Expect(b.Write([]byte("ping"), nil, time.Now().Add(stepTimeout))).To(Succeed())
-		go func() {
-			defer GinkgoRecover()
+		onceThreadIn(unix.SYS_PPOLL, func() { // the read is waiting
 			p := make([]byte, 4)
 			Expect(unix.Read(peer, p)).To(Equal(4))
 			Expect(unix.Write(peer, []byte("pong"))).To(Equal(4))
-		}()
+		})
 		p := make([]byte, 16)
 		n, _, err := b.Read(p, make([]byte, fdpass.OOBSize), nil, time.Now().Add(stepTimeout))
 		Expect(err).NotTo(HaveOccurred())
@@ -248,18 +236,12 @@ var _ = Describe("DialBlocking", func() {
 		DeferCleanup(first.Close)
 		return ln, addr
 	}
-	nonBlocking := func(fd int) bool {
-		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-		Expect(err).NotTo(HaveOccurred())
-		return fl&unix.O_NONBLOCK != 0
-	}
-
 	It("connects a non-blocking, close-on-exec socket", func() {
-		_, addr := fullListener() // its first connection is the one to check
-		ln2, err := net.Listen("unix", addr+"2")
+		addr := filepath.Join(GinkgoT().TempDir(), "s")
+		ln, err := net.Listen("unix", addr)
 		Expect(err).NotTo(HaveOccurred())
-		defer ln2.Close()
-		b, err := fdpass.DialBlocking(addr+"2", time.Now().Add(stepTimeout))
+		defer ln.Close()
+		b, err := fdpass.DialBlocking(addr, time.Now().Add(stepTimeout))
 		Expect(err).NotTo(HaveOccurred())
 		defer b.Close()
 		Expect(nonBlocking(b.Fd())).To(BeTrue())
@@ -277,13 +259,11 @@ var _ = Describe("DialBlocking", func() {
 
 	It("connects once the listener makes room during the wait, and stays non-blocking", func() {
 		ln, addr := fullListener()
-		go func() {
-			defer GinkgoRecover()
-			Eventually(func() bool { return threadInSyscall(unix.SYS_CONNECT) }).WithTimeout(stepTimeout).Should(BeTrue())
+		onceThreadIn(unix.SYS_CONNECT, func() { // the dial waits for room
 			fd, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
 			Expect(err).NotTo(HaveOccurred())
 			unix.Close(fd)
-		}()
+		})
 		b, err := fdpass.DialBlocking(addr, time.Now().Add(stepTimeout))
 		Expect(err).NotTo(HaveOccurred())
 		defer b.Close()

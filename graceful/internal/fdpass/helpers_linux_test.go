@@ -165,3 +165,22 @@ func threadInSyscall(nr uintptr) bool {
 	}
 	return false
 }
+
+// nonBlocking reports whether fd's open file description has O_NONBLOCK.
+func nonBlocking(fd int) bool {
+	GinkgoHelper()
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	Expect(err).NotTo(HaveOccurred())
+	return fl&unix.O_NONBLOCK != 0
+}
+
+// onceThreadIn runs f on another goroutine once a thread of this process
+// is blocked in the system call nr: f wakes or answers a call that is
+// known to be waiting.
+func onceThreadIn(nr uintptr, f func()) {
+	go func() {
+		defer GinkgoRecover()
+		Eventually(func() bool { return threadInSyscall(nr) }).WithTimeout(stepTimeout).Should(BeTrue())
+		f()
+	}()
+}
