@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"regexp"
 	"strconv"
@@ -29,6 +30,7 @@ const yamlHeader = `# Every requirement of spec/protocol.md, in document order.
 # level: MUST, SHOULD or MAY (RFC 2119). role: the side the requirement binds:
 # sender, receiver, or both.
 protocol: 1
+revision: "1.1"
 requirements:
 `
 
@@ -58,6 +60,7 @@ type requirement struct {
 
 type requirementsFile struct {
 	Protocol     int           `yaml:"protocol"`
+	Revision     string        `yaml:"revision"`
 	Requirements []requirement `yaml:"requirements"`
 }
 
@@ -154,6 +157,13 @@ var _ = Describe("protocol.md and requirements.yaml", func() {
 			Expect(seen).NotTo(HaveKey(id), "protocol.md repeats %s", id)
 			seen[id] = true
 		}
+	})
+
+	It("names the document's version and revision", func() {
+		md, err := os.ReadFile("protocol.md")
+		Expect(err).NotTo(HaveOccurred())
+		title, _, _ := strings.Cut(string(md), "\n")
+		Expect(title).To(HaveSuffix(fmt.Sprintf("version %d, revision %s", yml.Protocol, yml.Revision)))
 	})
 
 	It("lists exactly the document's IDs, in the document's order", func() {
