@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	"github.com/onsi/ginkgo/v2"
 )
 
 // Defaults for the zero values of Config.
@@ -12,6 +14,8 @@ const (
 	// of the implementation (timeout_ms in the adapter contract). Deadline
 	// checks (TRN-8, RDY-3) wait for it to fire.
 	DefaultTimeout = time.Second
+	// DefaultParallel is how many scenarios run at once.
+	DefaultParallel = 4
 	// DefaultWait is how long the suite waits for any one answer of the
 	// adapter or frame of the implementation before it calls it hung.
 	DefaultWait = 15 * time.Second
@@ -43,6 +47,19 @@ type Config struct {
 	// Log receives the adapters' stderr and the suite's narration; nil
 	// means GinkgoWriter.
 	Log io.Writer
+	// Parallel is how many scenarios (each a few adapter processes,
+	// mostly waiting) run at once, ahead of the specs that judge them;
+	// 0 means DefaultParallel. 1 runs them one by one.
+	Parallel int
+	// AllowSkip lists requirements (IDs, or "all") whose checks may be
+	// skipped because the machine cannot run them (not root, no kernel
+	// support) without failing the run. A MUST skipped otherwise fails it.
+	AllowSkip []string
+
+	// filter is the label filter of the run (Run sets it); without it,
+	// Ginkgo's configuration from the command line.
+	filter    string
+	filterSet bool
 }
 
 func (c Config) timeout() time.Duration {
@@ -57,6 +74,21 @@ func (c Config) wait() time.Duration {
 		return c.Wait
 	}
 	return DefaultWait
+}
+
+func (c Config) parallel() int {
+	if c.Parallel > 0 {
+		return c.Parallel
+	}
+	return DefaultParallel
+}
+
+func (c Config) labelFilter() string {
+	if c.filterSet {
+		return c.filter
+	}
+	suite, _ := ginkgo.GinkgoConfiguration()
+	return suite.LabelFilter
 }
 
 func (c Config) check() error {

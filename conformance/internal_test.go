@@ -113,50 +113,85 @@ var _ = Describe("the adapter schema", func() {
 })
 
 var _ = Describe("verdicts", func() {
-	spec := func(state types.SpecState, labels ...string) types.SpecReport {
+	spec := func(state types.SpecState, msg string, labels ...string) types.SpecReport {
 		return types.SpecReport{LeafNodeType: types.NodeTypeIt, State: state, LeafNodeLabels: labels,
-			Failure: types.Failure{Message: "boom"}}
+			Failure: types.Failure{Message: msg}}
 	}
+	failed := func(labels ...string) types.SpecReport { return spec(types.SpecStateFailed, "boom", labels...) }
+	passed := func(labels ...string) types.SpecReport { return spec(types.SpecStatePassed, "", labels...) }
 	report := func(specs ...types.SpecReport) types.Report { return types.Report{SpecReports: specs} }
-	verdictOf := func(res *Result, id string) Verdict {
+	plain := grading{}
+	strict := grading{strict: true}
+	find := func(res *Result, id string) RequirementResult {
 		for _, q := range res.Requirements {
 			if q.ID == id {
-				return q.Verdict
+				return q
 			}
 		}
-		return ""
+		Fail("no requirement " + id)
+		return RequirementResult{}
 	}
+	verdictOf := func(res *Result, id string) Verdict { return find(res, id).Verdict }
 
 	It("fail a requirement when any of its specs fails, and the run with it", func() {
-		res := verdicts(report(spec(types.SpecStatePassed, "req:FRM-1"), spec(types.SpecStateFailed, "req:FRM-1")), false, nil)
+		res := verdicts(report(passed("req:FRM-1"), failed("req:FRM-1")), plain)
 		Expect(verdictOf(res, "FRM-1")).To(Equal(VerdictFail))
 		Expect(res.Passed).To(BeFalse())
 	})
 	It("pass a requirement whose specs all passed", func() {
-		res := verdicts(report(spec(types.SpecStatePassed, "req:FRM-1")), false, nil)
+		res := verdicts(report(passed("req:FRM-1")), plain)
 		Expect(verdictOf(res, "FRM-1")).To(Equal(VerdictPass))
 		Expect(verdictOf(res, "FRM-2")).To(Equal(VerdictUntested))
+		Expect(find(res, "FRM-2").Why).To(ContainElement(ContainSubstring("no check")))
 		Expect(res.Passed).To(BeTrue())
 	})
 	It("do not fail the run for a SHOULD unless strict", func() {
-		r := report(spec(types.SpecStateFailed, "req:TRN-7"))
-		Expect(verdicts(r, false, nil).Passed).To(BeTrue())
-		Expect(verdicts(r, true, nil).Passed).To(BeFalse())
+		r := report(failed("req:TRN-7"))
+		Expect(verdicts(r, plain).Passed).To(BeTrue())
+		Expect(verdicts(r, strict).Passed).To(BeFalse())
+		Expect(verdicts(report(spec(types.SpecStateSkipped, skipNotStrict+"SHOULD", "req:TRN-7")), plain).Passed).To(BeTrue())
 	})
 	It("turn a listed failure into XFAIL and a listed pass into XPASS, which fails the run", func() {
-		res := verdicts(report(spec(types.SpecStateFailed, "req:FRM-1"), spec(types.SpecStatePassed, "req:FRM-2")), false,
-			map[string]bool{"FRM-1": true, "FRM-2": true})
+		res := verdicts(report(failed("req:FRM-1"), passed("req:FRM-2")), grading{expected: map[string]bool{"FRM-1": true, "FRM-2": true}})
 		Expect(verdictOf(res, "FRM-1")).To(Equal(VerdictExpectedFail))
 		Expect(verdictOf(res, "FRM-2")).To(Equal(VerdictUnexpectedPass))
 		Expect(res.Passed).To(BeFalse())
 	})
-	It("call a requirement skipped when none of its specs ran", func() {
-		res := verdicts(report(spec(types.SpecStateSkipped, "req:AUTH-3")), true, nil)
-		Expect(verdictOf(res, "AUTH-3")).To(Equal(VerdictSkipped))
+	It("fail the run for a MUST skipped because the machine cannot run it, and say why", func() {
+		res := verdicts(report(passed("req:AUTH-1"), spec(types.SpecStateSkipped, skipEnvironment+"needs root", "req:AUTH-1")), plain)
+		q := find(res, "AUTH-1")
+		Expect(q.Verdict).To(Equal(VerdictSkipped))
+		Expect(q.Why).To(Equal([]string{"needs root"}))
+		Expect(res.Passed).To(BeFalse())
+		Expect(res.Skipped).To(HaveKeyWithValue(stateSkipped, 1))
+	})
+	It("let a skipped MUST pass the run when allowed, or listed as an expected failure", func() {
+		r := report(spec(types.SpecStateSkipped, skipEnvironment+"needs root", "req:AUTH-1"))
+		Expect(verdicts(r, grading{allowSkip: map[string]bool{"AUTH-1": true}}).Passed).To(BeTrue())
+		Expect(verdicts(r, grading{allowSkip: map[string]bool{"all": true}}).Passed).To(BeTrue())
+		Expect(verdicts(r, grading{expected: map[string]bool{"AUTH-1": true}}).Passed).To(BeTrue())
+		Expect(verdicts(r, grading{allowSkip: map[string]bool{"AUTH-5": true}}).Passed).To(BeFalse())
+	})
+	It("fail the run for a SHOULD skipped under strict, not without", func() {
+		r := report(spec(types.SpecStateSkipped, skipEnvironment+"no kernel support", "req:TRN-7"))
+		Expect(verdicts(r, strict).Passed).To(BeFalse())
+		Expect(verdicts(r, plain).Passed).To(BeTrue())
+	})
+	It("call a requirement untested when the adapter lacks a feature or a filter left its checks out", func() {
+		res := verdicts(report(spec(types.SpecStateSkipped, skipUntested+"no feature dial", "req:AUTH-2"),
+			spec(types.SpecStateSkipped, "", "req:FRM-1")), strict)
+		Expect(verdictOf(res, "AUTH-2")).To(Equal(VerdictUntested))
+		Expect(find(res, "AUTH-2").Why).To(Equal([]string{"no feature dial"}))
+		Expect(verdictOf(res, "FRM-1")).To(Equal(VerdictUntested))
+		Expect(res.Passed).To(BeTrue())
+	})
+	It("pass a requirement whose reachable checks passed while others need a feature", func() {
+		res := verdicts(report(passed("req:LIM-2"), spec(types.SpecStateSkipped, skipUntested+"no feature limits", "req:LIM-2")), strict)
+		Expect(verdictOf(res, "LIM-2")).To(Equal(VerdictPass))
 	})
 	It("fail the run on a failed setup node", func() {
-		s := spec(types.SpecStateFailed)
+		s := failed()
 		s.LeafNodeType = types.NodeTypeBeforeSuite
-		Expect(verdicts(report(s), false, nil).Passed).To(BeFalse())
+		Expect(verdicts(report(s), plain).Passed).To(BeFalse())
 	})
 })

@@ -153,7 +153,7 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 	defer func() { r.stderr = a.stderr.String() }()
 	defer a.kill()
 	if sc.kv && !a.hello.has("kv") {
-		r.startErr = errSkip
+		r.startErr = errNoFeature("kv")
 		return r
 	}
 
@@ -235,8 +235,11 @@ func closedByPeer(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)
 }
 
-// errSkip marks a scenario the adapter does not offer (a feature).
-var errSkip = errors.New("not offered by the adapter")
+// errNoFeature marks a scenario that needs a feature the adapter does not
+// offer.
+type errNoFeature string
+
+func (e errNoFeature) Error() string { return "the adapter does not offer the feature " + string(e) }
 
 func ms(d time.Duration) int { return int(d / time.Millisecond) }
 

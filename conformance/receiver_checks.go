@@ -73,8 +73,9 @@ func (r *receiverRun) mustRun() {
 	if r.suiteErr != nil {
 		Fail("the suite could not run the scenario: " + r.suiteErr.Error() + r.transcript())
 	}
-	if errors.Is(r.startErr, errSkip) {
-		Skip("the adapter does not offer this feature")
+	var nf errNoFeature
+	if errors.As(r.startErr, &nf) {
+		untested("the adapter does not offer the feature %q", string(nf))
 	}
 	Expect(r.startErr).NotTo(HaveOccurred(), "the adapter did not start"+r.transcript())
 	Expect(r.replyErr).NotTo(HaveOccurred(), "the adapter did not answer receive"+r.transcript())
@@ -216,6 +217,6 @@ func (r *receiverRun) expectNothingDelivered() {
 func (r *receiverRun) skipUnlessDelivered() {
 	GinkgoHelper()
 	if !r.reply.OK {
-		Skip("the session failed: judged by the scenario's primary check")
+		untested("the session failed: judged by the scenario's primary check")
 	}
 }

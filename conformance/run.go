@@ -30,20 +30,21 @@ type RunOptions struct {
 // requirement.
 var ErrUnknownRequirement = fmt.Errorf("conformance: unknown requirement")
 
-// Probe starts the adapter once and returns the implementation's name, to
-// fail early on an adapter that does not start.
-func Probe(cfg Config) (string, error) {
+// Probe starts the adapter once and returns the implementation's name and
+// the features its adapter offers, to fail early on an adapter that does
+// not start.
+func Probe(cfg Config) (name string, features []string, err error) {
 	if err := cfg.check(); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	a, err := startAdapter("probe", cfg.Adapter, nil, cfg.wait(), cfg.Log)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	// The checks judge how the adapter ends its runs; the probe only
 	// needs the handshake.
 	a.kill()
-	return a.hello.Implementation, nil
+	return a.hello.Implementation, a.hello.Features, nil
 }
 
 // Run runs the whole suite in this process and grades every requirement.
@@ -52,14 +53,20 @@ func Run(cfg Config, opts RunOptions) (*Result, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	expected := map[string]bool{}
+	g := grading{strict: cfg.Strict, expected: map[string]bool{}, allowSkip: map[string]bool{}}
 	for _, id := range opts.ExpectedFailures {
 		if _, ok := lookup(id); !ok {
 			return nil, fmt.Errorf("%w %q in the expected failures", ErrUnknownRequirement, id)
 		}
-		expected[id] = true
+		g.expected[id] = true
 	}
-	name, err := Probe(cfg)
+	for _, id := range cfg.AllowSkip {
+		if _, ok := lookup(id); !ok && id != "all" {
+			return nil, fmt.Errorf("%w %q in the requirements allowed to be skipped", ErrUnknownRequirement, id)
+		}
+		g.allowSkip[id] = true
+	}
+	name, features, err := Probe(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -70,13 +77,14 @@ func Run(cfg Config, opts RunOptions) (*Result, error) {
 	if opts.Reporter != nil {
 		reporterCfg = *opts.Reporter
 	}
+	cfg.filter, cfg.filterSet = suiteCfg.LabelFilter, true
 	var report types.Report
 	RegisterFailHandler(Fail)
 	GinkgoTest(&cfg)
 	ReportAfterSuite("verdicts", func(r Report) { report = r })
 	RunSpecs(&failRecorder{}, SuiteName, suiteCfg, reporterCfg)
-	res := verdicts(report, cfg.Strict, expected)
-	res.Adapter, res.Implementation = cfg.Adapter, name
+	res := verdicts(report, g)
+	res.Adapter, res.Implementation, res.Features = cfg.Adapter, name, features
 	return res, nil
 }
 
@@ -107,38 +115,50 @@ func List() []SpecInfo {
 	return out
 }
 
-// WriteTable prints the verdict on every requirement.
+// WriteTable prints the verdict on every requirement, why any was not
+// fully checked, and the summary line.
 func (r *Result) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "ID\tLEVEL\tROLE\tVERDICT\tCHECKS\tSECTION\n")
 	for _, q := range r.Requirements {
 		mark := ""
-		if q.Verdict == VerdictFail && !q.Required {
+		switch {
+		case q.Verdict == VerdictFail && !q.Required:
 			mark = " (not required)"
+		case q.Verdict == VerdictSkipped && q.Required && q.Allowed:
+			mark = " (allowed)"
+		case q.Verdict == VerdictSkipped && q.Required:
+			mark = " (required)"
 		}
-		passed := 0
-		for _, s := range q.Specs {
-			if s.State == "passed" {
-				passed++
-			}
+		checks := fmt.Sprintf("%d/%d", q.count(statePassed), len(q.Specs))
+		if n := len(q.Specs) - q.count(statePassed) - q.count(stateFailed); n > 0 && q.count(statePassed) > 0 {
+			checks += fmt.Sprintf(" (%d did not run)", n)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\t%d/%d\t%s\n", q.ID, q.Level, q.Role, q.Verdict, mark, passed, len(q.Specs), q.Section)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s%s\t%s\t%s\n", q.ID, q.Level, q.Role, q.Verdict, mark, checks, q.Section)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, q := range r.Requirements {
-		if q.Verdict != VerdictFail && q.Verdict != VerdictUnexpectedPass {
-			continue
-		}
-		fmt.Fprintf(w, "\n%s %s (%s): %s\n", q.ID, q.Verdict, q.Level, q.Text)
-		for _, s := range q.Specs {
-			if s.failed {
-				fmt.Fprintf(w, "  failed: %s\n", s.Name)
+		switch q.Verdict {
+		case VerdictFail, VerdictUnexpectedPass:
+			fmt.Fprintf(w, "\n%s %s (%s): %s\n", q.ID, q.Verdict, q.Level, q.Text)
+			for _, s := range q.Specs {
+				if s.failed() {
+					fmt.Fprintf(w, "  failed: %s\n", s.Name)
+				}
 			}
-		}
-		if q.Verdict == VerdictUnexpectedPass {
-			fmt.Fprintf(w, "  listed as an expected failure, but every check passed: remove it from the list\n")
+			if q.Verdict == VerdictUnexpectedPass {
+				fmt.Fprintf(w, "  listed as an expected failure, but every check passed: remove it from the list\n")
+			}
+		case VerdictSkipped, VerdictUntested:
+			if q.Verdict == VerdictSkipped && !q.Required {
+				continue
+			}
+			fmt.Fprintf(w, "\n%s %s (%s): %s\n", q.ID, q.Verdict, q.Level, strings.Join(q.Why, "; "))
+			if q.Verdict == VerdictSkipped && !q.Allowed {
+				fmt.Fprintf(w, "  a required requirement that was not checked fails the run: run where it can be checked, or name it in --allow-skip\n")
+			}
 		}
 	}
 	for _, f := range r.SuiteFailures {
@@ -151,6 +171,20 @@ func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "\n%s %s: %d pass, %d fail, %d expected fail, %d unexpected pass, %d skipped, %d untested (strict=%v)\n",
 		r.Implementation, status, r.Count(VerdictPass), r.Count(VerdictFail), r.Count(VerdictExpectedFail),
 		r.Count(VerdictUnexpectedPass), r.Count(VerdictSkipped), r.Count(VerdictUntested), r.Strict)
+	if len(r.Skipped) > 0 {
+		var parts []string
+		for _, st := range []string{stateSkipped, stateUntested, stateStrict, stateFiltered} {
+			if n := r.Skipped[st]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n, map[string]string{
+					stateSkipped:  "skipped (the machine cannot run them: not root, no kernel support)",
+					stateUntested: "untested (the adapter lacks a feature)",
+					stateStrict:   "skipped (SHOULD, without --strict)",
+					stateFiltered: "left out by the filter",
+				}[st]))
+			}
+		}
+		fmt.Fprintf(w, "checks that did not run: %s\n", strings.Join(parts, ", "))
+	}
 	return nil
 }
 
@@ -194,7 +228,7 @@ func (r *Result) WriteJUnit(path string) error {
 		case VerdictFail, VerdictUnexpectedPass:
 			var msgs []string
 			for _, s := range q.Specs {
-				if s.failed {
+				if s.failed() {
 					msgs = append(msgs, s.Name+"\n"+s.Failure)
 				}
 			}
@@ -209,7 +243,16 @@ func (r *Result) WriteJUnit(path string) error {
 				ts.Skipped++
 			}
 		case VerdictSkipped, VerdictUntested, VerdictExpectedFail:
-			tc.Skipped = &skipped{Message: string(q.Verdict)}
+			msg := string(q.Verdict)
+			if len(q.Why) > 0 {
+				msg += ": " + strings.Join(q.Why, "; ")
+			}
+			if q.Verdict == VerdictSkipped && q.Required && !q.Allowed {
+				tc.Failure = &failure{Message: msg, Type: string(q.Level), Text: "a required requirement that was not checked"}
+				ts.Failures++
+				break
+			}
+			tc.Skipped = &skipped{Message: msg}
 			ts.Skipped++
 		}
 		ts.Cases = append(ts.Cases, tc)

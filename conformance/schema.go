@@ -30,7 +30,7 @@ var schemas = sync.OnceValues(func() (map[string]*jsonschema.Schema, error) {
 	}
 	out := map[string]*jsonschema.Schema{}
 	for _, def := range []string{"request", "helloResponse", "serveResponse", "resultResponse",
-		"receiveResponse", "challengeResponse", "exitResponse"} {
+		"sendResponse", "receiveResponse", "challengeResponse", "exitResponse"} {
 		s, err := c.Compile(schemaURL + "#/$defs/" + def)
 		if err != nil {
 			return nil, fmt.Errorf("compile %s: %w", def, err)

@@ -109,7 +109,7 @@ func (sc senderScenario) run(e *env) *senderRun {
 	defer func() { r.stderr = a.stderr.String() }()
 	defer a.kill()
 	if sc.kv && !a.hello.has("kv") {
-		r.startErr = errSkip
+		r.startErr = errNoFeature("kv")
 		return r
 	}
 

@@ -15,8 +15,9 @@ func (r *senderRun) mustRun() {
 	if r.suiteErr != nil {
 		Fail("the suite could not run the scenario: " + r.suiteErr.Error() + r.transcript())
 	}
-	if errors.Is(r.startErr, errSkip) {
-		Skip("the adapter does not offer this feature")
+	var nf errNoFeature
+	if errors.As(r.startErr, &nf) {
+		untested("the adapter does not offer the feature %q", string(nf))
 	}
 	Expect(r.startErr).NotTo(HaveOccurred(), "the adapter did not start"+r.transcript())
 	Expect(r.serveErr).NotTo(HaveOccurred(), "the adapter did not answer serve"+r.transcript())

@@ -12,7 +12,7 @@ import (
 // With readAfter, it then records what the implementation writes until it
 // closes, as session 1.
 func (e *env) answeredSet(name string, reply func(count int) []byte, closeAfter, readAfter bool, checks func(run func() *senderRun), decorators ...any) {
-	Describe(name, append(decorators, func() {
+	e.describe(name, append(decorators, func() {
 		run := e.lazySender(senderScenario{fixtures: two, script: func(s *receiverScript) {
 			p, err := s.dial()
 			if err != nil {
@@ -41,7 +41,7 @@ func (e *env) answeredSet(name string, reply func(count int) []byte, closeAfter,
 }
 
 func ackSpecs(e *env) {
-	Describe("the implementation as sender", iut("sender"), func() {
+	e.describe("the implementation as sender", iut("sender"), func() {
 		ack := func(n int) []byte { return wire.AppendCount(nil, wire.TypeAck, uint32(n)) }
 		failed := func(ids string) func(run func() *senderRun) {
 			return func(run func() *senderRun) {
@@ -90,8 +90,8 @@ func ackSpecs(e *env) {
 		}, Label(LabelSlow))
 	})
 
-	Describe("the implementation as receiver", iut("receiver"), func() {
-		Describe("a set whose receiver is asked to say READY", func() {
+	e.describe("the implementation as receiver", iut("receiver"), func() {
+		e.describe("a set whose receiver is asked to say READY", func() {
 			run := e.lazyReceiver(receiverScenario{fixtures: one, ready: true, script: (*senderScript).wholeSession})
 			e.verify("sends READY after ACK", "RDY-1", func() {
 				r := run()

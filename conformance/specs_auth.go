@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"time"
 
-	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"golang.org/x/sys/unix"
 
@@ -70,8 +69,8 @@ func dialAs(uid int, path string) (*net.UnixConn, error) {
 }
 
 func authSpecs(e *env) {
-	Describe("the implementation as sender", iut("sender"), func() {
-		Describe("a receiver running as another user", func() {
+	e.describe("the implementation as sender", iut("sender"), func() {
+		e.describe("a receiver running as another user", func() {
 			run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
 				if os.Geteuid() != 0 {
 					s.run.checks["root"] = errorString("the suite must run as root to connect as another user")
@@ -93,7 +92,7 @@ func authSpecs(e *env) {
 			e.verify("is refused with ERROR UNAUTHORIZED and gets no descriptor", "AUTH-1", func() {
 				r := run()
 				if err := r.checks["root"]; err != nil {
-					Skip(err.Error())
+					skipFor("%v", err)
 				}
 				r.mustServe()
 				l := r.session(0)
@@ -104,7 +103,7 @@ func authSpecs(e *env) {
 			})
 		})
 
-		Describe("the socket it creates", func() {
+		e.describe("the socket it creates", func() {
 			run := e.lazySender(senderScenario{fixtures: one})
 			e.verify("has mode 0600", "AUTH-3", func() {
 				r := run()
@@ -114,7 +113,7 @@ func authSpecs(e *env) {
 			})
 		})
 
-		Describe("a second receiver while a session is in progress", func() {
+		e.describe("a second receiver while a session is in progress", func() {
 			run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
 				p, err := s.dial()
 				if err != nil {

@@ -3,13 +3,12 @@ package conformance
 import (
 	"strconv"
 
-	. "github.com/onsi/ginkgo/v2"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
 func frameSpecs(e *env) {
-	Describe("the implementation as receiver", iut("receiver"), func() {
+	e.describe("the implementation as receiver", iut("receiver"), func() {
 		e.rejects(badSender{name: "a WELCOME with flags 1", ids: "FRM-2", codes: malformed, fixtures: one,
 			script: func(s *senderScript) error {
 				w := welcome()
@@ -82,7 +81,7 @@ func frameSpecs(e *env) {
 		})
 	})
 
-	Describe("the implementation as sender", iut("sender"), func() {
+	e.describe("the implementation as sender", iut("sender"), func() {
 		e.refuses(badReceiver{name: "a HELLO with flags 1", ids: "FRM-2", codes: malformed,
 			send: func(p *wirePeer) error {
 				h := hello1()

@@ -1,7 +1,6 @@
 package conformance
 
 import (
-	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
@@ -46,7 +45,7 @@ func (s *receiverScript) refusedSession(send func(p *wirePeer) error) *sessionLo
 }
 
 func (e *env) refuses(b badReceiver) {
-	Describe(b.name, append(b.decorators, func() {
+	e.describe(b.name, append(b.decorators, func() {
 		run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
 			s.refusedSession(b.send)
 			s.result()

@@ -77,13 +77,13 @@ func (e *env) runPair(fixtures func() (fixtureSet, error), senderCmd, receiverCm
 }
 
 func interopSpecs(e *env) {
-	Describe("the implementation as sender and as receiver", iut("pair"), func() {
+	e.describe("the implementation as sender and as receiver", iut("pair"), func() {
 		e.pairChecks(false, func() *pairRun { return e.runPair(mixedSet, e.cfg.Adapter, e.cfg.Adapter) })
 	})
-	Describe("the implementation as sender, the reference as receiver", iut("sender"), func() {
+	e.describe("the implementation as sender, the reference as receiver", iut("sender"), func() {
 		e.pairChecks(true, func() *pairRun { return e.runPair(mixedSet, e.cfg.Adapter, e.cfg.Reference) })
 	})
-	Describe("the reference as sender, the implementation as receiver", iut("receiver"), func() {
+	e.describe("the reference as sender, the implementation as receiver", iut("receiver"), func() {
 		e.pairChecks(true, func() *pairRun { return e.runPair(mixedSet, e.cfg.Reference, e.cfg.Adapter) })
 	})
 }
@@ -92,14 +92,17 @@ func interopSpecs(e *env) {
 // Pairs with the reference run only when Config.Reference is set.
 func (e *env) pairChecks(withReference bool, start func() *pairRun) {
 	var r *pairRun
+	get := e.scenario(func() {
+		if withReference && len(e.cfg.Reference) == 0 {
+			return
+		}
+		r = safely(start, func(err error) *pairRun { return &pairRun{receiverRun: &receiverRun{suiteErr: err}} })
+	})
 	mustRun := func() *pairRun {
 		GinkgoHelper()
+		get()
 		if r == nil {
-			if withReference && len(e.cfg.Reference) == 0 {
-				Skip("no reference adapter (Config.Reference, --reference)")
-			}
-			By("running a sender and a receiver adapter")
-			r = start()
+			untested("no reference adapter (Config.Reference, --reference)")
 		}
 		r.mustRun()
 		Expect(r.serveErr).NotTo(HaveOccurred(), r.transcript())

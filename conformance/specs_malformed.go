@@ -1,13 +1,12 @@
 package conformance
 
 import (
-	. "github.com/onsi/ginkgo/v2"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
 func malformedSpecs(e *env) {
-	Describe("the implementation as receiver", iut("receiver"), func() {
+	e.describe("the implementation as receiver", iut("receiver"), func() {
 		e.rejects(badSender{name: "an ERROR with the unknown code 999 after a BATCH", ids: "ERR-3", midSession: true, survives: true, quiet: true,
 			fixtures: two,
 			script: func(s *senderScript) error {

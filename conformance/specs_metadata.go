@@ -3,7 +3,6 @@ package conformance
 import (
 	"encoding/binary"
 
-	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
@@ -63,8 +62,8 @@ var badKV = []struct {
 }
 
 func metadataSpecs(e *env) {
-	Describe("the implementation as sender", iut("sender"), func() {
-		Describe("key-value metadata", func() {
+	e.describe("the implementation as sender", iut("sender"), func() {
+		e.describe("key-value metadata", func() {
 			run := e.lazySender(senderScenario{fixtures: one, kv: true,
 				serve: func(set fixtureSet) []map[string]any {
 					d := serveDescriptors(set)
@@ -86,8 +85,8 @@ func metadataSpecs(e *env) {
 		})
 	})
 
-	Describe("the implementation as receiver", iut("receiver"), func() {
-		Describe("key-value metadata, good and bad", func() {
+	e.describe("the implementation as receiver", iut("receiver"), func() {
+		e.describe("key-value metadata, good and bad", func() {
 			run := e.lazyReceiver(receiverScenario{kv: true, script: (*senderScript).wholeSession,
 				fixtures: func() (fixtureSet, error) {
 					s, err := fileSet(2 + len(goodKV) + len(badKV))

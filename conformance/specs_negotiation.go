@@ -1,15 +1,14 @@
 package conformance
 
 import (
-	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
 func negotiationSpecs(e *env) {
-	Describe("the implementation as receiver", iut("receiver"), func() {
-		Describe("the start of a session", func() {
+	e.describe("the implementation as receiver", iut("receiver"), func() {
+		e.describe("the start of a session", func() {
 			run := e.lazyReceiver(receiverScenario{fixtures: one, script: (*senderScript).wholeSession})
 			e.verify("is a HELLO with the magic and a version range holding 1, byte for byte", "NEG-1 NEG-5 FRM-1", func() {
 				r := run()
@@ -26,7 +25,7 @@ func negotiationSpecs(e *env) {
 		}
 	})
 
-	Describe("the implementation as sender", iut("sender"), func() {
+	e.describe("the implementation as sender", iut("sender"), func() {
 		e.refuses(badReceiver{name: "a HELLO with the wrong magic", ids: "NEG-2", codes: malformed,
 			send: func(p *wirePeer) error {
 				h := hello1()
@@ -41,7 +40,7 @@ func negotiationSpecs(e *env) {
 				}})
 		}
 		for _, vr := range [][2]uint16{{1, 7}, {0, 1}} {
-			Describe("a HELLO for versions "+versions(vr), func() {
+			e.describe("a HELLO for versions "+versions(vr), func() {
 				run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
 					p, err := s.dial()
 					if err != nil {

@@ -50,12 +50,12 @@ func codeNames(codes []wire.Code) string {
 
 // rejects registers the specs of one bad-sender scenario.
 func (e *env) rejects(b badSender) {
-	Describe(b.name, append(b.decorators, func() {
+	e.describe(b.name, append(b.decorators, func() {
 		run := e.lazyReceiver(receiverScenario{fixtures: b.fixtures, prepare: b.prepare, after: b.after, script: b.script, timeout: b.timeout})
 		if b.should {
 			BeforeEach(func() {
 				if !e.cfg.Strict {
-					Skip("SHOULD-level scenario: runs with strict")
+					Skip(skipNotStrict + "SHOULD-level scenario: runs with --strict")
 				}
 			})
 		}
@@ -107,7 +107,7 @@ func (e *env) rejects(b badSender) {
 // goodSet registers the specs of a scenario in which the suite sends set
 // correctly: every descriptor arrives, identical, with its metadata.
 func (e *env) delivers(name, ids string, sc receiverScenario, decorators ...any) {
-	Describe(name, append(decorators, func() {
+	e.describe(name, append(decorators, func() {
 		sc.challenge = true
 		run := e.lazyReceiver(sc)
 		e.verify("hands over the very descriptors sent, in record order, each usable", ids, func() {
@@ -150,7 +150,7 @@ func frames(parts ...[]byte) []byte {
 }
 
 func receivingSpecs(e *env) {
-	Describe("the implementation as receiver", iut("receiver"), func() {
+	e.describe("the implementation as receiver", iut("receiver"), func() {
 		e.delivers("a set of one descriptor of each kind", "RCV-1", receiverScenario{fixtures: mixedSet, script: (*senderScript).wholeSession})
 
 		e.delivers("a set of 600 descriptors in three BATCH frames", "RCV-1", receiverScenario{
@@ -265,7 +265,7 @@ func receivingSpecs(e *env) {
 				return s.p.send(frames(welcome(), batchOf(s.set), wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeSenderFailed, Message: "lost one"})), s.set.fds()...)
 			}})
 
-		Describe("a set whose user refuses its second descriptor", func() {
+		e.describe("a set whose user refuses its second descriptor", func() {
 			reject := 1
 			run := e.lazyReceiver(receiverScenario{fixtures: func() (fixtureSet, error) { return fileSet(4) }, reject: &reject,
 				script: (*senderScript).wholeSession})

@@ -40,8 +40,8 @@ func stillListening(f *fixture, wait time.Duration) error {
 }
 
 func sendingSpecs(e *env) {
-	Describe("the implementation as sender", iut("sender"), func() {
-		Describe("a set of one descriptor of each kind, read byte by byte", func() {
+	e.describe("the implementation as sender", iut("sender"), func() {
+		e.describe("a set of one descriptor of each kind, read byte by byte", func() {
 			run := e.lazySender(senderScenario{fixtures: mixedSet, script: func(s *receiverScript) {
 				s.goodSession()
 				s.result()
@@ -113,7 +113,7 @@ func sendingSpecs(e *env) {
 			})
 		})
 
-		Describe("a set of 600 descriptors", Label(LabelSlow), func() {
+		e.describe("a set of 600 descriptors", Label(LabelSlow), func() {
 			run := e.lazySender(senderScenario{fixtures: func() (fixtureSet, error) { return fileSet(600) }, script: func(s *receiverScript) {
 				s.goodSession()
 				s.result()
@@ -130,7 +130,7 @@ func sendingSpecs(e *env) {
 			})
 		})
 
-		Describe("a descriptor with 65 537 bytes of metadata", func() {
+		e.describe("a descriptor with 65 537 bytes of metadata", func() {
 			run := e.lazySender(senderScenario{
 				fixtures: func() (fixtureSet, error) {
 					s, err := fileSet(2)
@@ -169,7 +169,7 @@ func sendingSpecs(e *env) {
 			})
 		})
 
-		Describe("descriptors with exactly 65 536 bytes of metadata each, 1.25 MiB in all", func() {
+		e.describe("descriptors with exactly 65 536 bytes of metadata each, 1.25 MiB in all", func() {
 			run := e.lazySender(senderScenario{
 				fixtures: func() (fixtureSet, error) {
 					s, err := fileSet(20)
@@ -199,7 +199,7 @@ func sendingSpecs(e *env) {
 			})
 		})
 
-		Describe("a set naming a descriptor that is not open", func() {
+		e.describe("a set naming a descriptor that is not open", func() {
 			run := e.lazySender(senderScenario{
 				fixtures: one,
 				serve: func(set fixtureSet) []map[string]any {

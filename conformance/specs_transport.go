@@ -21,7 +21,7 @@ const (
 )
 
 func transportSpecs(e *env) {
-	Describe("the implementation as receiver", iut("receiver"), func() {
+	e.describe("the implementation as receiver", iut("receiver"), func() {
 		e.delivers("a set written one byte per sendmsg", "TRN-1 TRN-2", receiverScenario{
 			fixtures: mixedSet,
 			script: func(s *senderScript) error {
@@ -30,7 +30,7 @@ func transportSpecs(e *env) {
 			},
 		})
 
-		Describe("a set received as usual", func() {
+		e.describe("a set received as usual", func() {
 			run := e.lazyReceiver(receiverScenario{fixtures: mixedSet, script: (*senderScript).wholeSession})
 			e.verify("gets every descriptor close-on-exec", "TRN-4", func() {
 				r := run()
@@ -45,7 +45,7 @@ func transportSpecs(e *env) {
 			script:   (*senderScript).wholeSession,
 		})
 
-		Describe("a set read with SO_PASSPIDFD on, so an SCM_PIDFD message carries a descriptor too", func() {
+		e.describe("a set read with SO_PASSPIDFD on, so an SCM_PIDFD message carries a descriptor too", func() {
 			run := e.lazyReceiver(receiverScenario{
 				fixtures: func() (fixtureSet, error) { return fileSet(3) },
 				prepare: func(r *receiverRun) error {
@@ -67,7 +67,7 @@ func transportSpecs(e *env) {
 				r := run()
 				r.mustRun()
 				if r.noOption != nil {
-					Skip(r.noOption.Error())
+					skipFor("%v", r.noOption)
 				}
 				r.expectSameDescriptors()
 				Expect(r.stray).To(BeEmpty(), "the pidfd of an SCM_PIDFD message is still open"+r.transcript())
@@ -124,8 +124,8 @@ func transportSpecs(e *env) {
 			}})
 	})
 
-	Describe("the implementation as sender", iut("sender"), func() {
-		Describe("a receiver that trickles its HELLO a byte at a time, each byte within the deadline, the frame not", Label(LabelSlow), func() {
+	e.describe("the implementation as sender", iut("sender"), func() {
+		e.describe("a receiver that trickles its HELLO a byte at a time, each byte within the deadline, the frame not", Label(LabelSlow), func() {
 			run := e.lazySender(senderScenario{fixtures: one, timeout: trickleDeadline, script: func(s *receiverScript) {
 				s.refusedSession(func(p *wirePeer) error {
 					p.trickle(hello1(), -1, trickleInterval)
@@ -145,7 +145,7 @@ func transportSpecs(e *env) {
 			})
 		})
 
-		Describe("a HELLO written one byte per sendmsg", func() {
+		e.describe("a HELLO written one byte per sendmsg", func() {
 			run := e.lazySender(senderScenario{fixtures: mixedSet, script: func(s *receiverScript) {
 				p, err := s.dial()
 				if err != nil {
@@ -166,7 +166,7 @@ func transportSpecs(e *env) {
 			})
 		})
 
-		Describe("a receiver that never acknowledges", Label(LabelSlow), func() {
+		e.describe("a receiver that never acknowledges", Label(LabelSlow), func() {
 			run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
 				p, err := s.dial()
 				if err != nil {
@@ -184,7 +184,7 @@ func transportSpecs(e *env) {
 			})
 		})
 
-		Describe("a receiver that connects and says nothing", Label(LabelSlow), func() {
+		e.describe("a receiver that connects and says nothing", Label(LabelSlow), func() {
 			run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
 				p, err := s.dial()
 				if err != nil {

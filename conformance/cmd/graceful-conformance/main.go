@@ -4,8 +4,14 @@
 //
 //	graceful-conformance --adapter 'python3 conformance/python/adapter.py'
 //
-// It exits 0 only when every required check passed (every MUST; every
-// SHOULD too with --strict) and no expected failure passed.
+// Exit status 0 means: no check of a required requirement (every MUST;
+// every SHOULD too with --strict) failed; every required requirement that
+// has checks the adapter can reach was checked, or was skipped only where
+// --allow-skip or --expected-failures says it may be (a check the machine
+// cannot run, such as one that needs root, otherwise fails the run); and no
+// expected failure passed. Requirements the adapter cannot reach (it does
+// not offer the feature their checks need) are reported UNTESTED and do not
+// fail the run. 1 means the implementation failed; 2 a usage error.
 package main
 
 import (
@@ -45,6 +51,8 @@ func run() int {
 		wait      = flag.Duration("wait", conformance.DefaultWait, "how long the suite waits for any answer")
 		list      = flag.Bool("list", false, "list every check with its labels as JSON lines, and run nothing")
 		reference = flag.String("reference", "", "a trusted implementation's adapter command, to hand off to and from the one under test; \"builtin\" is the Go reference (graceful/)")
+		allowSkip = flag.String("allow-skip", "", "requirement IDs (comma separated), or \"all\", whose checks may be skipped because this machine cannot run them (not root, no kernel support) without failing the run")
+		parallel  = flag.Int("parallel", conformance.DefaultParallel, "how many scenarios run at once")
 	)
 	// Ginkgo's own flags (--ginkgo.label-filter, --ginkgo.v, ...) work
 	// too; the usage lists ours.
@@ -84,7 +92,12 @@ func run() int {
 		}
 		xfail = ids
 	}
-	cfg := conformance.Config{Adapter: strings.Fields(*adapter), Strict: *strict, Timeout: *timeout, Wait: *wait}
+	cfg := conformance.Config{Adapter: strings.Fields(*adapter), Strict: *strict, Timeout: *timeout, Wait: *wait, Parallel: *parallel}
+	for _, id := range strings.Split(*allowSkip, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			cfg.AllowSkip = append(cfg.AllowSkip, id)
+		}
+	}
 	switch *reference {
 	case "":
 	case "builtin":

@@ -26,12 +26,19 @@ type Descriptor struct {
 	KV      map[string]string // set when the suite asked for key-value metadata
 }
 
-// ServeRequest is a serve request.
+// ServeRequest is a serve request, or a send request (feature dial).
 type ServeRequest struct {
 	Socket       string
 	Descriptors  []Descriptor
 	Timeout      time.Duration
 	ReadyTimeout time.Duration
+	// Authorize, when not nil, replaces the default credential check:
+	// the peer's uid must be one of these (feature authorize).
+	Authorize *[]int
+	// SessionTimeout and MaxPending: 0 means the implementation's
+	// defaults (feature limits).
+	SessionTimeout time.Duration
+	MaxPending     int
 }
 
 // ReceiveRequest is a receive request.
@@ -41,6 +48,15 @@ type ReceiveRequest struct {
 	Ready   bool
 	Reject  int // -1: refuse nothing
 	KV      bool
+	// Sessions on the one connection, 1 or more (feature sessions).
+	Sessions int
+	// Authorize as for ServeRequest (feature authorize).
+	Authorize *[]int
+	// SessionTimeout, MaxFds, MaxMetaBytes: 0 means the implementation's
+	// defaults (feature limits).
+	SessionTimeout time.Duration
+	MaxFds         int
+	MaxMetaBytes   int
 }
 
 // Received is a descriptor the implementation handed over.
@@ -71,7 +87,15 @@ type Impl interface {
 	Close() error
 }
 
-// Coder is an error that names its protocol error code.
+// Dialer is an Impl that offers feature dial: a sender that connects to a
+// listening receiver and serves that one connection.
+type Dialer interface {
+	Send(req ServeRequest) Outcome
+}
+
+// Coder is an error that names its protocol error code. A Receive error
+// whose code is "UNCONFIRMED" is answered ok, with confirmed false: the
+// set was handed over whole (protocol ACK-3).
 type Coder interface{ Code() string }
 
 // Options are the adapter's self-description, and hooks for deliberately
@@ -100,6 +124,15 @@ type request struct {
 	Ready  bool   `json:"ready"`
 	Reject *int   `json:"reject"`
 	KV     bool   `json:"kv"`
+	// Feature fields.
+	Sessions  int `json:"sessions"`
+	Authorize *struct {
+		UIDs []int `json:"uids"`
+	} `json:"authorize"`
+	SessionTimeoutMs int `json:"session_timeout_ms"`
+	MaxPending       int `json:"max_pending"`
+	MaxFds           int `json:"max_fds"`
+	MaxMetaBytes     int `json:"max_meta_bytes"`
 	Index  int    `json:"index"`
 	Action string `json:"action"`
 	Offset int    `json:"offset"`
@@ -168,9 +201,15 @@ func Loop(in io.Reader, out io.Writer, impl Impl, opts Options) int {
 			resp["implementation"] = opts.Implementation
 			resp["pid"] = os.Getpid()
 			resp["features"] = append([]string{}, opts.Features...)
-		case "serve":
+		case "serve", "send":
 			sr := ServeRequest{Socket: req.Socket, Timeout: timeout,
-				ReadyTimeout: time.Duration(req.ReadyTimeoutMs) * time.Millisecond}
+				ReadyTimeout:   time.Duration(req.ReadyTimeoutMs) * time.Millisecond,
+				SessionTimeout: time.Duration(req.SessionTimeoutMs) * time.Millisecond,
+				MaxPending:     req.MaxPending}
+			if req.Authorize != nil {
+				uids := append([]int{}, req.Authorize.UIDs...)
+				sr.Authorize = &uids
+			}
 			for _, d := range req.Descriptors {
 				desc := Descriptor{Fd: d.Fd, Kind: d.Kind, KV: d.KV}
 				if d.Meta != nil {
@@ -182,6 +221,23 @@ func Loop(in io.Reader, out io.Writer, impl Impl, opts Options) int {
 					desc.HasMeta = true
 				}
 				sr.Descriptors = append(sr.Descriptors, desc)
+			}
+			if req.Op == "send" {
+				d, ok := impl.(Dialer)
+				if !ok {
+					fmt.Fprintln(os.Stderr, "adapter: send without feature dial")
+					return 2
+				}
+				o := d.Send(sr)
+				switch {
+				case o.Err != nil:
+					fail(o.Err)
+				case o.Ready:
+					resp["outcome"] = "ready"
+				default:
+					resp["outcome"] = "acked"
+				}
+				break
 			}
 			outcomes, err = impl.Serve(sr)
 			if err != nil {
@@ -204,12 +260,22 @@ func Loop(in io.Reader, out io.Writer, impl Impl, opts Options) int {
 				resp["outcome"] = "acked"
 			}
 		case "receive":
-			rr := ReceiveRequest{Socket: req.Socket, Timeout: timeout, Ready: req.Ready, Reject: -1, KV: req.KV}
+			rr := ReceiveRequest{Socket: req.Socket, Timeout: timeout, Ready: req.Ready, Reject: -1, KV: req.KV,
+				Sessions: max(req.Sessions, 1), MaxFds: req.MaxFds, MaxMetaBytes: req.MaxMetaBytes,
+				SessionTimeout: time.Duration(req.SessionTimeoutMs) * time.Millisecond}
 			if req.Reject != nil {
 				rr.Reject = *req.Reject
 			}
+			if req.Authorize != nil {
+				uids := append([]int{}, req.Authorize.UIDs...)
+				rr.Authorize = &uids
+			}
 			received, err = impl.Receive(rr)
-			if err != nil {
+			var c Coder
+			switch {
+			case errors.As(err, &c) && c.Code() == "UNCONFIRMED":
+				resp["confirmed"] = false
+			case err != nil:
 				fail(err)
 			}
 			resp["descriptors"] = describe(received, req.KV)

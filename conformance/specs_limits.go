@@ -1,0 +1,3 @@
+package conformance
+
+func limitSpecs(e *env) {}
