@@ -3,7 +3,6 @@ package conformance
 import (
 	"strconv"
 
-
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 

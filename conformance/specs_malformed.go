@@ -1,7 +1,6 @@
 package conformance
 
 import (
-
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 

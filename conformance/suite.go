@@ -251,7 +251,9 @@ func (e *env) prefetch() {
 // gets the same record.
 func (e *env) lazyReceiver(sc receiverScenario) func() *receiverRun {
 	var r *receiverRun
-	get := e.scenario(func() { r = safely(func() *receiverRun { return sc.run(e) }, func(err error) *receiverRun { return &receiverRun{suiteErr: err} }) })
+	get := e.scenario(func() {
+		r = safely(func() *receiverRun { return sc.run(e) }, func(err error) *receiverRun { return &receiverRun{suiteErr: err} })
+	})
 	return func() *receiverRun {
 		get()
 		return r
@@ -261,7 +263,9 @@ func (e *env) lazyReceiver(sc receiverScenario) func() *receiverRun {
 // lazySender is lazyReceiver for sender scenarios.
 func (e *env) lazySender(sc senderScenario) func() *senderRun {
 	var r *senderRun
-	get := e.scenario(func() { r = safely(func() *senderRun { return sc.run(e) }, func(err error) *senderRun { return &senderRun{suiteErr: err} }) })
+	get := e.scenario(func() {
+		r = safely(func() *senderRun { return sc.run(e) }, func(err error) *senderRun { return &senderRun{suiteErr: err} })
+	})
 	return func() *senderRun {
 		get()
 		return r

@@ -121,22 +121,22 @@ type request struct {
 		Meta *string           `json:"meta"`
 		KV   map[string]string `json:"kv"`
 	} `json:"descriptors"`
-	Ready  bool   `json:"ready"`
-	Reject *int   `json:"reject"`
-	KV     bool   `json:"kv"`
+	Ready  bool `json:"ready"`
+	Reject *int `json:"reject"`
+	KV     bool `json:"kv"`
 	// Feature fields.
 	Sessions  int `json:"sessions"`
 	Authorize *struct {
 		UIDs []int `json:"uids"`
 	} `json:"authorize"`
-	SessionTimeoutMs int `json:"session_timeout_ms"`
-	MaxPending       int `json:"max_pending"`
-	MaxFds           int `json:"max_fds"`
-	MaxMetaBytes     int `json:"max_meta_bytes"`
-	Index  int    `json:"index"`
-	Action string `json:"action"`
-	Offset int    `json:"offset"`
-	Length int    `json:"length"`
+	SessionTimeoutMs int    `json:"session_timeout_ms"`
+	MaxPending       int    `json:"max_pending"`
+	MaxFds           int    `json:"max_fds"`
+	MaxMetaBytes     int    `json:"max_meta_bytes"`
+	Index            int    `json:"index"`
+	Action           string `json:"action"`
+	Offset           int    `json:"offset"`
+	Length           int    `json:"length"`
 }
 
 type errObj struct {
