@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,6 +53,9 @@ type wirePeer struct {
 	received []int     // every descriptor received, closed by close()
 	oob      []byte
 	viol     []violation
+	// rightsRefused: the implementation refused descriptors the suite
+	// pushed at it (SO_PASSRIGHTS off).
+	rightsRefused bool
 }
 
 func newWirePeer(c *net.UnixConn, wait time.Duration) *wirePeer {
@@ -72,13 +76,19 @@ func (p *wirePeer) close() {
 }
 
 // send writes data with fds attached, in one sendmsg (the rest, if the
-// kernel took only part, with plain writes).
+// kernel took only part, with plain writes). A peer that refuses
+// descriptors outright (SO_PASSRIGHTS off: EPERM) gets the bytes alone.
 func (p *wirePeer) send(data []byte, fds ...int) error {
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	return p.sendOOB(data, oob)
+	err := p.sendOOB(data, oob)
+	if errors.Is(err, unix.EPERM) && oob != nil {
+		p.rightsRefused = true
+		return p.sendOOB(data, nil)
+	}
+	return err
 }
 
 // sendOOB writes data with the control data oob, as it is.
@@ -89,12 +99,6 @@ func (p *wirePeer) sendOOB(data, oob []byte) error {
 		_, err = p.c.Write(data[n:])
 	}
 	return err
-}
-
-// sendSplit writes data one byte per sendmsg, with fds attached to the byte
-// at offset at.
-func (p *wirePeer) sendSplit(data []byte, at int, fds ...int) error {
-	return p.trickle(data, at, 0, fds...)
 }
 
 // trickle writes data one byte per sendmsg, one every interval, with fds
@@ -123,6 +127,31 @@ func (p *wirePeer) trickle(data []byte, at int, interval time.Duration, fds ...i
 		}
 	}
 	return nil
+}
+
+// drained waits until the implementation has read everything the suite
+// wrote (SIOCOUTQ: the bytes still queued for it), within the wait.
+func (p *wirePeer) drained() error {
+	raw, err := p.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(p.wait)
+	for {
+		var n int
+		var ierr error
+		raw.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+		if ierr != nil || n == 0 {
+			return ierr
+		}
+		select {
+		case <-t.C:
+		case <-deadline:
+			return fmt.Errorf("the implementation did not read %d bytes within %v", n, p.wait)
+		}
+	}
 }
 
 // closeWrite ends the suite's side of the stream.
@@ -277,3 +306,139 @@ func dialUnix(path string) (*net.UnixConn, error) {
 // tempDir makes a short directory for sockets (paths are limited to 107
 // bytes).
 func tempDir() (string, error) { return os.MkdirTemp("", "gf") }
+
+// seq is n integers from first up.
+func seq(first, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = first + i
+	}
+	return out
+}
+
+// errNotRoot marks a scenario that needs root (it plays another user).
+var errNotRoot = errorString("needs root, to play a peer of another user")
+
+// abstractName is a fresh Linux abstract address, "@" and a random name.
+func abstractName() string { return "@gf-conformance-" + string(nonce()) }
+
+// asUID runs f on a locked OS thread whose effective uid is uid for the
+// duration (a raw setresuid: Go's own changes every thread). The kernel
+// records the caller's credentials on a socket at connect(2) and listen(2)
+// (SO_PEERCRED), so the peer sees uid. If the thread cannot change back it
+// stays locked and dies with its goroutine.
+func asUID(uid int, f func() error) error {
+	errs := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		keep := ^uintptr(0)
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, uintptr(uid), keep); e != 0 {
+			runtime.UnlockOSThread()
+			errs <- os.NewSyscallError("setresuid", e)
+			return
+		}
+		err := f()
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, keep, 0, keep); e == 0 {
+			runtime.UnlockOSThread()
+		}
+		errs <- err
+	}()
+	return <-errs
+}
+
+// listenUnixAs creates the suite's listening socket at path (a file path
+// or "@name"), owned for the kernel by uid when uid is not 0 (it needs
+// root), with a backlog of 0 when tight (the second connection waits).
+func listenUnixAs(path string, uid int, tight bool) (*net.UnixListener, error) {
+	if uid == 0 && !tight {
+		return listenUnix(path)
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("bind", err)
+	}
+	backlog := 16
+	if tight {
+		backlog = 0
+	}
+	listen := func() error { return os.NewSyscallError("listen", unix.Listen(fd, backlog)) }
+	if uid != 0 {
+		err = asUID(uid, listen)
+	} else {
+		err = listen()
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.UnixListener), nil
+}
+
+// fillBacklog connects to the listener at path until its backlog is full,
+// so that the next connect(2) waits, and returns the connections.
+func fillBacklog(path string) ([]*net.UnixConn, error) {
+	var conns []*net.UnixConn
+	for len(conns) < 64 {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			return conns, os.NewSyscallError("socket", err)
+		}
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		if errors.Is(err, unix.EAGAIN) {
+			unix.Close(fd)
+			return conns, nil
+		}
+		if err != nil {
+			unix.Close(fd)
+			return conns, os.NewSyscallError("connect", err)
+		}
+		f := os.NewFile(uintptr(fd), "blocker")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			return conns, err
+		}
+		conns = append(conns, c.(*net.UnixConn))
+	}
+	return conns, errors.New("the listener's backlog never filled")
+}
+
+// readSlowly reads chunk bytes every interval (descriptors closed as they
+// come) until the implementation closes or want bytes came, and returns
+// how many came; it gives up after bound.
+func (p *wirePeer) readSlowly(chunk int, interval, bound time.Duration, want int) (int, error) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	stop := time.After(bound)
+	total := 0
+	for total < want {
+		b, err := p.read(min(chunk, want-total))
+		total += len(b)
+		for _, fd := range p.received {
+			unix.Close(fd)
+		}
+		p.received, p.queue = nil, nil
+		if err != nil {
+			if closedByPeer(err) {
+				return total, nil
+			}
+			return total, err
+		}
+		select {
+		case <-t.C:
+		case <-stop:
+			return total, fmt.Errorf("still writing after %v (%d bytes read)", bound, total)
+		}
+	}
+	return total, nil
+}

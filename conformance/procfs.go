@@ -1,9 +1,12 @@
 package conformance
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -129,4 +132,46 @@ func limitFiles(pid, free int) (restore func() error, err error) {
 	return func() error {
 		return os.NewSyscallError("prlimit", unix.Prlimit(pid, unix.RLIMIT_NOFILE, &old, nil))
 	}, nil
+}
+
+// stop stops every thread of pid (SIGSTOP) and returns once they all are,
+// with the function that lets them go on (SIGCONT).
+func stop(pid int, wait time.Duration) (resume func(), err error) {
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		return nil, os.NewSyscallError("kill", err)
+	}
+	resume = func() { unix.Kill(pid, unix.SIGCONT) }
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(wait)
+	for {
+		if stopped(pid) {
+			return resume, nil
+		}
+		select {
+		case <-t.C:
+		case <-deadline:
+			resume()
+			return nil, fmt.Errorf("pid %d did not stop within %v", pid, wait)
+		}
+	}
+}
+
+// stopped reports whether every thread of pid is stopped.
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			return false
+		}
+		rest := b[bytes.LastIndexByte(b, ')')+1:]
+		if f := strings.Fields(string(rest)); len(f) == 0 || f[0] != "T" {
+			return false
+		}
+	}
+	return true
 }

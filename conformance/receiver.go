@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -37,6 +38,27 @@ type receiverScenario struct {
 	// challenge makes the suite prove every reported descriptor by a
 	// challenge after a successful session.
 	challenge bool
+
+	// needs are the adapter features (spec/adapter.md 2.6) the scenario
+	// uses; without one, its checks are UNTESTED.
+	needs []string
+	// request adds fields to the receive request (feature fields).
+	request map[string]any
+	// listenAs makes the suite's listener belong, for the kernel, to this
+	// uid (SO_PEERCRED of the implementation's connection): it needs
+	// root. 0 means the suite's own uid.
+	listenAs int
+	// abstract: the suite listens on a Linux abstract address.
+	abstract bool
+	// noHello: the script starts at once, without reading the HELLO the
+	// implementation may (or may not) send first.
+	noHello bool
+	// noAccept: the suite never accepts, and fills its listener's backlog
+	// first, so that the implementation's connect cannot complete (TRN-8).
+	noAccept bool
+	// frames bounds how many frames the suite reads back after the
+	// script; 0 means 8.
+	frames int
 }
 
 // senderScript is what a receiver scenario's script has at hand.
@@ -44,6 +66,28 @@ type senderScript struct {
 	p   *wirePeer
 	set fixtureSet
 	run *receiverRun
+	ln  *net.UnixListener
+	e   *env
+}
+
+// acceptAgain closes the connection and takes the implementation's next
+// one, reading its HELLO (a receiver that tries again).
+func (s *senderScript) acceptAgain() error {
+	s.p.close()
+	conn, err := acceptWithin(s.ln, s.e.cfg.wait())
+	if err != nil {
+		return err
+	}
+	s.p = newWirePeer(conn, s.e.cfg.wait())
+	s.run.connections++
+	f, err := s.p.readFrame()
+	if err != nil {
+		return fmt.Errorf("HELLO on connection %d: %w", s.run.connections, err)
+	}
+	if f.Header.Type != wire.TypeHello {
+		return fmt.Errorf("connection %d began with %v, not HELLO", s.run.connections, f.Header.Type)
+	}
+	return nil
 }
 
 // welcome is the WELCOME frame for version 1.
@@ -82,7 +126,16 @@ type receivedDesc struct {
 type receiveReply struct {
 	OK          bool           `json:"ok"`
 	Error       *adapterErr    `json:"error"`
+	Confirmed   *bool          `json:"confirmed"`
 	Descriptors []receivedDesc `json:"descriptors"`
+}
+
+// code is the error code the implementation reported, "" on success.
+func (r receiveReply) code() string {
+	if r.Error == nil {
+		return ""
+	}
+	return r.Error.Code
 }
 
 // receiverRun is everything the suite saw in one receiver scenario. The
@@ -94,10 +147,11 @@ type receiverRun struct {
 	set      fixtureSet
 	path     string
 
-	connectErr error // the implementation did not connect
-	hello      inFrame
-	helloRaw   []byte
-	helloErr   error
+	connectErr  error // the implementation did not connect
+	connections int   // how many connections the suite accepted
+	hello       inFrame
+	helloRaw    []byte
+	helloErr    error
 
 	scriptErr error
 
@@ -113,10 +167,22 @@ type receiverRun struct {
 	noOption  error                   // the kernel lacks a socket option the scenario wanted
 	stray     []harness.FD            // the adapter's descriptors that are foreign objects
 	reported  map[int]harness.FD      // what /proc says about each reported fd
+	same      []error                 // per reported descriptor: not the suite's description at its index
 	challErrs []error
 	finishErr error
 	stderr    string
 	elapsed   time.Duration // from the end of the script to the answer
+
+	// The holder's descriptor table before the receive request and after
+	// its answer (runtime descriptors left out).
+	tableBefore, tableAfter []harness.FD
+	tableErr                error
+	notes                   []string
+	flags                   []string // what a script saw, by name
+}
+
+func (r *receiverRun) note(format string, args ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
 }
 
 // run executes the scenario.
@@ -129,7 +195,14 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 	}
 	defer os.RemoveAll(dir)
 	r.path = filepath.Join(dir, "s")
-	ln, err := listenUnix(r.path)
+	if sc.abstract {
+		r.path = abstractName()
+	}
+	if sc.listenAs != 0 && os.Geteuid() != 0 {
+		r.startErr = errNotRoot
+		return r
+	}
+	ln, err := listenUnixAs(r.path, sc.listenAs, sc.noAccept)
 	if err != nil {
 		r.suiteErr = err
 		return r
@@ -143,6 +216,19 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 		}
 	}
 	defer r.set.close()
+	var blockers []*net.UnixConn
+	if sc.noAccept {
+		blockers, err = fillBacklog(r.path)
+		if err != nil {
+			r.suiteErr = err
+			return r
+		}
+		defer func() {
+			for _, c := range blockers {
+				c.Close()
+			}
+		}()
+	}
 
 	a, err := startAdapter("receiver", e.cfg.Adapter, nil, e.cfg.wait(), e.log())
 	if err != nil {
@@ -152,10 +238,17 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 	r.a = a
 	defer func() { r.stderr = a.stderr.String() }()
 	defer a.kill()
-	if sc.kv && !a.hello.has("kv") {
-		r.startErr = errNoFeature("kv")
-		return r
+	needs := sc.needs
+	if sc.kv {
+		needs = append(needs, "kv")
 	}
+	for _, f := range needs {
+		if !a.hello.has(f) {
+			r.startErr = errNoFeature(f)
+			return r
+		}
+	}
+	r.tableBefore, r.tableErr = table(a.holder)
 
 	replies := make(chan error, 1)
 	go func() {
@@ -168,9 +261,18 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 		if sc.reject != nil {
 			req["reject"] = *sc.reject
 		}
+		for k, v := range sc.request {
+			req[k] = v
+		}
 		replies <- a.call(req, "receiveResponse", &r.reply)
 	}()
 
+	if sc.noAccept {
+		r.replyErr = <-replies
+		r.inspect()
+		r.finishErr = a.finish()
+		return r
+	}
 	conn, err := acceptWithin(ln, e.cfg.wait())
 	if err != nil {
 		r.connectErr = err
@@ -178,13 +280,16 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 		r.finishErr = a.finish()
 		return r
 	}
-	p := newWirePeer(conn, e.cfg.wait())
-	defer p.close()
+	r.connections = 1
+	s := &senderScript{p: newWirePeer(conn, e.cfg.wait()), set: r.set, run: r, ln: ln, e: e}
+	defer func() { s.p.close() }()
 
-	r.hello, r.helloErr = p.readFrame()
-	if r.helloErr == nil {
-		r.helloRaw = wire.AppendHeader(nil, r.hello.Header)
-		r.helloRaw = append(r.helloRaw, r.hello.Payload...)
+	if !sc.noHello {
+		r.hello, r.helloErr = s.p.readFrame()
+		if r.helloErr == nil {
+			r.helloRaw = wire.AppendHeader(nil, r.hello.Header)
+			r.helloRaw = append(r.helloRaw, r.hello.Payload...)
+		}
 	}
 	if r.helloErr == nil && sc.prepare != nil {
 		if err := sc.prepare(r); err != nil {
@@ -192,11 +297,15 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 		}
 	}
 	if r.helloErr == nil && r.suiteErr == nil && sc.script != nil {
-		r.scriptErr = sc.script(&senderScript{p: p, set: r.set, run: r})
+		r.scriptErr = sc.script(s)
 	}
 	start := time.Now()
+	limit := sc.frames
+	if limit == 0 {
+		limit = 8
+	}
 	for {
-		f, err := p.readFrame()
+		f, err := s.p.readFrame()
 		if err != nil {
 			if !closedByPeer(err) {
 				r.backEnd = err
@@ -204,15 +313,15 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 			break
 		}
 		r.back = append(r.back, f)
-		if len(r.back) > 8 {
-			r.backEnd = fmt.Errorf("more than 8 frames after HELLO")
+		if len(r.back) > limit {
+			r.backEnd = fmt.Errorf("more than %d frames after HELLO", limit)
 			break
 		}
 	}
-	r.viol = p.viol
+	r.viol = s.p.viol
 	r.replyErr = <-replies
 	r.elapsed = time.Since(start)
-	p.close()
+	s.p.close()
 	if sc.after != nil {
 		if err := sc.after(r); err != nil && r.suiteErr == nil {
 			r.suiteErr = err
@@ -251,6 +360,9 @@ func (r *receiverRun) inspect() {
 		r.suiteErr = fmt.Errorf("reading /proc/%d/fd: %w", r.a.holder, err)
 		return
 	}
+	if r.tableErr == nil {
+		r.tableAfter, r.tableErr = table(r.a.holder)
+	}
 	if len(r.foreign) > 0 {
 		if r.stray, err = holding(r.a.holder, r.foreign); err != nil {
 			r.suiteErr = err
@@ -258,11 +370,28 @@ func (r *receiverRun) inspect() {
 		}
 	}
 	r.reported = map[int]harness.FD{}
-	for _, d := range r.reply.Descriptors {
+	r.same = make([]error, len(r.reply.Descriptors))
+	for i, d := range r.reply.Descriptors {
 		if p, err := harness.DescribeFD(r.a.holder, d.Fd); err == nil {
 			r.reported[d.Fd] = p
 		}
+		if i < len(r.set) {
+			r.same[i] = sameAs(r.set[i], r.a.holder, d.Fd)
+		}
 	}
+}
+
+// sameAs says how the descriptor fd of pid is not the suite's fixture f
+// (the same open file description), or nil.
+func sameAs(f *fixture, pid, fd int) error {
+	ok, err := sameDescription(f.fd, pid, fd)
+	switch {
+	case err != nil:
+		return fmt.Errorf("comparing it with the %s by %s: %w", f.name, identityMethod(), err)
+	case !ok:
+		return fmt.Errorf("it is not the open file description of the %s (compared by %s)", f.name, identityMethod())
+	}
+	return nil
 }
 
 // prove runs a challenge on every reported descriptor that is one of the

@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
+	"github.com/gracefulfd/graceful/harness"
 )
 
 // transcript tells what happened, for failure messages.
@@ -41,6 +42,12 @@ func (r *receiverRun) transcript() string {
 	}
 	fmt.Fprintf(&b, "answer: ok=%v error=%v descriptors=%d (err %v), %v after the script\n", r.reply.OK, r.reply.Error, len(r.reply.Descriptors), r.replyErr, r.elapsed.Round(time.Millisecond))
 	fmt.Fprintf(&b, "held descriptors that the suite sent: %d\n", len(r.held))
+	if r.connections > 1 {
+		fmt.Fprintf(&b, "connections accepted: %d\n", r.connections)
+	}
+	for _, n := range r.notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
 	if r.finishErr != nil {
 		fmt.Fprintf(&b, "exit: %v\n", r.finishErr)
 	}
@@ -76,6 +83,9 @@ func (r *receiverRun) mustRun() {
 	var nf errNoFeature
 	if errors.As(r.startErr, &nf) {
 		untested("the adapter does not offer the feature %q", string(nf))
+	}
+	if errors.Is(r.startErr, errNotRoot) {
+		skipFor("%v", errNotRoot)
 	}
 	Expect(r.startErr).NotTo(HaveOccurred(), "the adapter did not start"+r.transcript())
 	Expect(r.replyErr).NotTo(HaveOccurred(), "the adapter did not answer receive"+r.transcript())
@@ -124,12 +134,21 @@ func (r *receiverRun) expectAck(ready bool) {
 func (r *receiverRun) expectSameDescriptors() {
 	GinkgoHelper()
 	Expect(r.reply.OK).To(BeTrue(), "the session failed"+r.transcript())
+	r.expectHandedOver()
+}
+
+// expectHandedOver checks the descriptors the implementation reported,
+// whatever it said of the session: the very descriptors the suite sent,
+// in record order.
+func (r *receiverRun) expectHandedOver() {
+	GinkgoHelper()
 	Expect(r.reply.Descriptors).To(HaveLen(len(r.set)), "descriptors handed over"+r.transcript())
 	for i, d := range r.reply.Descriptors {
 		p, ok := r.reported[d.Fd]
 		Expect(ok).To(BeTrue(), "descriptor %d: fd %d is not open in pid %d%s", i, d.Fd, r.a.holder, r.transcript())
 		Expect(p.ID).To(Equal(r.set[i].id), "descriptor %d: fd %d is not the %s the suite sent as record %d%s",
 			i, d.Fd, r.set[i].name, i, r.transcript())
+		Expect(r.same[i]).NotTo(HaveOccurred(), "descriptor %d: fd %d%s", i, d.Fd, r.transcript())
 		if r.challErrs != nil {
 			Expect(r.challErrs[i]).NotTo(HaveOccurred(), "descriptor %d (%s) failed its challenge%s", i, r.set[i].name, r.transcript())
 		}
@@ -184,6 +203,7 @@ func (r *receiverRun) expectFailed() {
 // the connection closed.
 func (r *receiverRun) expectErrorFrame(codes ...wire.Code) {
 	GinkgoHelper()
+	Expect(r.back).To(HaveLen(1), "one frame back, ERROR, and nothing else"+r.transcript())
 	Expect(r.errorCodes()).To(HaveLen(1), "one ERROR frame"+r.transcript())
 	Expect(r.errorCodes()[0]).To(BeElementOf(codes), "ERROR code"+r.transcript())
 	Expect(r.backEnd).NotTo(HaveOccurred(), "the implementation must close the connection after ERROR"+r.transcript())
@@ -204,6 +224,51 @@ func (r *receiverRun) expectNoLeak() {
 		}
 	}
 	Expect(leaked).To(BeEmpty(), "pid %d still holds descriptors the suite sent that its user never got%s", r.a.holder, r.transcript())
+	r.expectTable()
+}
+
+// expectTable checks that the holder's descriptor table after the session
+// is the one before plus the descriptors it reported (RCV-6): no socket,
+// no pidfd, nothing else left behind.
+func (r *receiverRun) expectTable() {
+	GinkgoHelper()
+	Expect(r.tableErr).NotTo(HaveOccurred(), "counting the descriptors of pid %d%s", r.a.holder, r.transcript())
+	extra := newDescriptors(r.tableBefore, r.tableAfter)
+	reported := map[int]bool{}
+	for _, d := range r.reply.Descriptors {
+		reported[d.Fd] = true
+	}
+	var left []harness.FD
+	for _, fd := range extra {
+		if !reported[fd.Num] {
+			left = append(left, fd)
+		}
+	}
+	Expect(left).To(BeEmpty(), "pid %d holds descriptors it did not hold before the session and did not hand to its user:\n%s%s",
+		r.a.holder, describeTable(left), r.transcript())
+}
+
+// newDescriptors returns the descriptors of after that before did not have.
+func newDescriptors(before, after []harness.FD) []harness.FD {
+	had := map[[2]any]bool{}
+	for _, fd := range before {
+		had[[2]any{fd.Num, fd.Target}] = true
+	}
+	var out []harness.FD
+	for _, fd := range after {
+		if !had[[2]any{fd.Num, fd.Target}] {
+			out = append(out, fd)
+		}
+	}
+	return out
+}
+
+// expectReported checks the error code the implementation reported to its
+// user (graded only where a requirement is about that report).
+func (r *receiverRun) expectReported(codes ...string) {
+	GinkgoHelper()
+	Expect(r.reply.OK).To(BeFalse(), "the implementation reported success"+r.transcript())
+	Expect(r.reply.code()).To(BeElementOf(codes), "the failure the implementation reported to its user"+r.transcript())
 }
 
 // expectNothingDelivered checks RCV-5: a failed session hands over nothing.

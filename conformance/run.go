@@ -155,6 +155,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 			if q.Verdict == VerdictSkipped && !q.Required {
 				continue
 			}
+			if q.count(stateFiltered) == len(q.Specs) && len(q.Specs) > 0 {
+				continue // the summary line counts them
+			}
 			fmt.Fprintf(w, "\n%s %s (%s): %s\n", q.ID, q.Verdict, q.Level, strings.Join(q.Why, "; "))
 			if q.Verdict == VerdictSkipped && !q.Allowed {
 				fmt.Fprintf(w, "  a required requirement that was not checked fails the run: run where it can be checked, or name it in --allow-skip\n")

@@ -19,7 +19,7 @@ type senderScenario struct {
 	fixtures func() (fixtureSet, error)
 	// serve overrides the descriptors of the serve request (to name a
 	// descriptor that is not open, or to ask for key-value metadata).
-	serve func(set fixtureSet) []map[string]any
+	serve func(r *senderRun) []map[string]any
 	kv    bool
 	// script plays the receiver(s) once the implementation serves.
 	script func(s *receiverScript)
@@ -28,6 +28,27 @@ type senderScenario struct {
 	// dialer connects the script's receivers; nil means as the suite's
 	// own user.
 	dialer func(path string) (*net.UnixConn, error)
+
+	// needs are the adapter features the scenario uses; request adds
+	// fields to the serve request.
+	needs   []string
+	request map[string]any
+	// root: the scenario needs root (it connects as another user).
+	root bool
+	// abstract: serve on a Linux abstract address.
+	abstract bool
+	// dirMode, when not 0, is set on the socket's directory before serve
+	// (so that other users can reach what the implementation creates).
+	dirMode os.FileMode
+	// before runs before serve, with the socket path (to put something
+	// there, or to watch the directory); its error fails the scenario.
+	before func(r *senderRun) error
+	// dial: instead of serve, the suite listens at the path (as
+	// listenAs, when not 0) and asks the implementation to connect to it
+	// and send (feature dial); the script's dial accepts that connection,
+	// and its result is the answer to send.
+	dial     bool
+	listenAs int
 }
 
 // receiverScript is what a sender scenario's script has at hand.
@@ -73,6 +94,26 @@ type senderRun struct {
 	checks                  map[string]error // named checks the script made
 	finishErr               error
 	stderr                  string
+	// fdNums are the descriptor numbers the adapter inherited the set at,
+	// in set order: scrambled, so that the order of the numbers is not
+	// the order of the set.
+	fdNums []int
+	// The adapter's descriptor table (runtime descriptors left out) and
+	// thread count once it serves, and after the script.
+	tableBefore, tableAfter     []harness.FD
+	threadsBefore, threadsAfter int
+	tableErr                    error
+	// watch is what the scenario's before hook left to look at later;
+	// afterServe runs once serve is answered.
+	watch      any
+	afterServe []func()
+	// sent is the answer to send, for a scenario in which the
+	// implementation dials (sc.dial).
+	sent chan outcome
+	// counts are numbers a script measured, by name.
+	counts map[string]int
+	// stuffed is the object a script pushes at the sender (SND-9).
+	stuffed *fixture
 }
 
 func (sc senderScenario) run(e *env) *senderRun {
@@ -100,7 +141,27 @@ func (sc senderScenario) run(e *env) *senderRun {
 		r.flagsBefore = append(r.flagsBefore, fl)
 	}
 
-	a, err := startAdapter("sender", e.cfg.Adapter, r.set.fds(), e.cfg.wait(), e.log())
+	if (sc.root || sc.listenAs != 0) && os.Geteuid() != 0 {
+		r.startErr = errNotRoot
+		return r
+	}
+	if sc.abstract {
+		r.path = abstractName()
+	}
+	// The set goes to the adapter at scrambled numbers: set[i] at
+	// fdNums[i].
+	perm := scramble(len(r.set))
+	extra := make([]int, len(r.set))
+	for i, f := range r.set {
+		extra[perm[i]] = f.fd
+		r.fdNums = append(r.fdNums, 3+perm[i])
+	}
+	defer func() {
+		if r.stuffed != nil {
+			r.stuffed.close()
+		}
+	}()
+	a, err := startAdapter("sender", e.cfg.Adapter, extra, e.cfg.wait(), e.log())
 	if err != nil {
 		r.startErr = err
 		return r
@@ -108,16 +169,34 @@ func (sc senderScenario) run(e *env) *senderRun {
 	r.a = a
 	defer func() { r.stderr = a.stderr.String() }()
 	defer a.kill()
-	if sc.kv && !a.hello.has("kv") {
-		r.startErr = errNoFeature("kv")
-		return r
+	needs := sc.needs
+	if sc.kv {
+		needs = append(needs, "kv")
+	}
+	for _, f := range needs {
+		if !a.hello.has(f) {
+			r.startErr = errNoFeature(f)
+			return r
+		}
+	}
+	if sc.dirMode != 0 {
+		if err := os.Chmod(dir, sc.dirMode); err != nil {
+			r.suiteErr = err
+			return r
+		}
+	}
+	if sc.before != nil {
+		if err := sc.before(r); err != nil {
+			r.suiteErr = err
+			return r
+		}
 	}
 
 	var descs []map[string]any
 	if sc.serve != nil {
-		descs = sc.serve(r.set)
+		descs = sc.serve(r)
 	} else {
-		descs = serveDescriptors(r.set)
+		descs = r.serveDescriptors()
 	}
 	timeout := e.cfg.timeout()
 	if sc.timeout > 0 {
@@ -125,19 +204,41 @@ func (sc senderScenario) run(e *env) *senderRun {
 	}
 	req := map[string]any{"op": "serve", "socket": r.path, "descriptors": descs,
 		"timeout_ms": ms(timeout), "ready_timeout_ms": ms(timeout)}
-	r.serveErr = a.call(req, "serveResponse", &r.serveReply)
-	if r.serveErr == nil && r.serveReply.OK {
-		if st, err := os.Stat(r.path); err != nil {
-			r.socketErr = err
-		} else {
-			r.socketMode = st.Mode()
+	for k, v := range sc.request {
+		req[k] = v
+	}
+	if sc.dial {
+		r.dialScript(e, sc, req, timeout)
+		for _, f := range r.set {
+			fl, _ := statusFlags(f.fd)
+			r.flagsAfter = append(r.flagsAfter, fl)
 		}
+		r.finishErr = a.finish()
+		return r
+	}
+	r.serveErr = a.call(req, "serveResponse", &r.serveReply)
+	for _, f := range r.afterServe {
+		f()
+	}
+	if r.serveErr == nil && r.serveReply.OK {
+		if !sc.abstract {
+			if st, err := os.Stat(r.path); err != nil {
+				r.socketErr = err
+			} else {
+				r.socketMode = st.Mode()
+			}
+		}
+		r.tableBefore, r.tableErr = table(a.holder)
+		r.threadsBefore, _ = threads(a.holder)
 		if sc.script != nil {
 			dialer := sc.dialer
 			if dialer == nil {
 				dialer = dialUnix
 			}
 			sc.script(&receiverScript{e: e, run: r, dialer: dialer})
+		}
+		if r.tableErr == nil {
+			r.tableAfter, r.tableErr = table(a.holder)
 		}
 	}
 	for _, f := range r.set {
@@ -148,18 +249,93 @@ func (sc senderScenario) run(e *env) *senderRun {
 	return r
 }
 
-// serveDescriptors describes set for serve: each at 3, 4, ... with its
-// kind and metadata.
-func serveDescriptors(set fixtureSet) []map[string]any {
+// serveDescriptors describes the set for serve: each at its number in the
+// adapter, with its kind and metadata.
+func (r *senderRun) serveDescriptors() []map[string]any {
+	return serveDescriptorsAt(r.set, r.fdNums)
+}
+
+// serveDescriptorsAt describes set for serve, set[i] at nums[i].
+func serveDescriptorsAt(set fixtureSet, nums []int) []map[string]any {
 	out := []map[string]any{}
 	for i, f := range set {
-		d := map[string]any{"fd": 3 + i, "kind": f.kind.String(), "meta": nil}
+		d := map[string]any{"fd": nums[i], "kind": f.kind.String(), "meta": nil}
 		if f.hasMeta {
 			d["meta"] = base64.StdEncoding.EncodeToString(f.meta)
 		}
 		out = append(out, d)
 	}
 	return out
+}
+
+// scramble is a fixed permutation of 0..n-1 that is not in order (for n
+// over 2): descriptor numbers that do not ascend with the set.
+func scramble(n int) []int {
+	perm := make([]int, n)
+	for i := range perm {
+		perm[i] = i
+	}
+	if n < 2 {
+		return perm
+	}
+	// Reverse, then swap neighbours: neither ascending nor descending.
+	for i := 0; i < n/2; i++ {
+		perm[i], perm[n-1-i] = perm[n-1-i], perm[i]
+	}
+	for i := 0; i+1 < n; i += 3 {
+		perm[i], perm[i+1] = perm[i+1], perm[i]
+	}
+	return perm
+}
+
+// dialScript runs a scenario in which the implementation connects to the
+// suite and sends (feature dial).
+func (r *senderRun) dialScript(e *env, sc senderScenario, req map[string]any, timeout time.Duration) {
+	ln, err := listenUnixAs(r.path, sc.listenAs, false)
+	if err != nil {
+		r.suiteErr = err
+		return
+	}
+	defer ln.Close()
+	r.tableBefore, r.tableErr = table(r.a.holder)
+	r.threadsBefore, _ = threads(r.a.holder)
+	req["op"] = "send"
+	delete(req, "max_pending")
+	r.sent = make(chan outcome, 1)
+	go func() {
+		var o outcome
+		start := time.Now()
+		o.err = r.a.call(req, "sendResponse", &o.reply)
+		o.took = time.Since(start)
+		r.sent <- o
+	}()
+	r.serveReply.OK = true
+	accepted := false
+	dialer := func(string) (*net.UnixConn, error) {
+		if accepted {
+			return nil, errorString("the implementation dials once")
+		}
+		accepted = true
+		return acceptWithin(ln, e.cfg.wait())
+	}
+	if sc.script != nil {
+		sc.script(&receiverScript{e: e, run: r, dialer: dialer})
+	}
+	if !accepted {
+		// The answer to send comes only once its connection ends.
+		if c, err := dialer(""); err == nil {
+			c.Close()
+		}
+	}
+	if r.sent != nil {
+		// The script did not ask: the request must be answered before
+		// the next one (exit).
+		r.results = append(r.results, <-r.sent)
+		r.sent = nil
+	}
+	if r.tableErr == nil {
+		r.tableAfter, r.tableErr = table(r.a.holder)
+	}
 }
 
 // note records something the script saw.
@@ -180,9 +356,14 @@ func (s *receiverScript) dial() (*wirePeer, error) {
 // result asks the adapter for the outcome of the next finished connection.
 func (s *receiverScript) result() outcome {
 	var o outcome
-	start := time.Now()
-	o.err = s.run.a.call(map[string]any{"op": "result"}, "resultResponse", &o.reply)
-	o.took = time.Since(start)
+	if s.run.sent != nil {
+		o = <-s.run.sent
+		s.run.sent = nil
+	} else {
+		start := time.Now()
+		o.err = s.run.a.call(map[string]any{"op": "result"}, "resultResponse", &o.reply)
+		o.took = time.Since(start)
+	}
 	s.run.results = append(s.run.results, o)
 	return o
 }
@@ -203,6 +384,9 @@ type sessionLog struct {
 	errFrame *wire.ErrorFrame
 	received int   // descriptors received on the connection, all told
 	eof      error // after the suite's last frame: nil when the implementation closed
+	// same, per descriptor received: how it is not the open file
+	// description of the set's descriptor at its index, or nil.
+	same []error
 }
 
 // readSet reads WELCOME, BATCH frames and END (or an ERROR), checking
@@ -257,6 +441,11 @@ func (s *receiverScript) readSet(p *wirePeer) *sessionLog {
 					p.violate("SND-2", "descriptor %d received: %v", len(l.fds)-1, err)
 				}
 				l.idents = append(l.idents, id)
+				if idx := len(l.fds) - 1; idx < len(s.run.set) {
+					l.same = append(l.same, sameAs(s.run.set[idx], os.Getpid(), f.Fds[i].fd))
+				} else {
+					l.same = append(l.same, fmt.Errorf("descriptor %d is beyond the set", idx))
+				}
 			}
 		case t == wire.TypeEnd:
 			n, err := wire.ParseCount(f.Payload)

@@ -19,6 +19,9 @@ func (r *senderRun) mustRun() {
 	if errors.As(r.startErr, &nf) {
 		untested("the adapter does not offer the feature %q", string(nf))
 	}
+	if errors.Is(r.startErr, errNotRoot) {
+		skipFor("%v", errNotRoot)
+	}
 	Expect(r.startErr).NotTo(HaveOccurred(), "the adapter did not start"+r.transcript())
 	Expect(r.serveErr).NotTo(HaveOccurred(), "the adapter did not answer serve"+r.transcript())
 	for _, o := range r.results {
@@ -84,7 +87,19 @@ func (r *senderRun) expectSameDescriptors(l *sessionLog) {
 	r.expectRecords(l)
 	for i, f := range r.set {
 		Expect(l.idents[i]).To(Equal(f.id), "descriptor %d is not the %s the sender was given%s", i, f.name, r.transcript())
+		Expect(l.same[i]).NotTo(HaveOccurred(), "descriptor %d%s", i, r.transcript())
 	}
+}
+
+// expectTableBack checks that the adapter's descriptor table, once every
+// connection of the script has ended, is what it was when it began to
+// serve: no connection, and no descriptor a peer pushed at it, left open.
+func (r *senderRun) expectTableBack() {
+	GinkgoHelper()
+	Expect(r.tableErr).NotTo(HaveOccurred(), "counting the descriptors of pid %d%s", r.a.holder, r.transcript())
+	extra := newDescriptors(r.tableBefore, r.tableAfter)
+	Expect(extra).To(BeEmpty(), "pid %d holds descriptors it did not hold when it began to serve, after every connection ended:\n%s%s",
+		r.a.holder, describeTable(extra), r.transcript())
 }
 
 // expectRecords checks that the whole set arrived with every record's

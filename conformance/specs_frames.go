@@ -20,9 +20,13 @@ func frameSpecs(e *env) {
 				b[1] = 1
 				return s.p.send(frames(welcome(), b, endOf(1)), s.set.fds()...)
 			}})
-		e.rejects(badSender{name: "a frame of unknown type 9", ids: "FRM-3", codes: malformed, fixtures: one,
+		e.rejects(badSender{name: "a frame of unknown type 9 in the middle of a set", ids: "FRM-3", codes: malformed, fixtures: one,
 			script: func(s *senderScript) error {
-				return s.p.send(frames(welcome(), headerOnly(wire.Header{Type: 9})), s.set.fds()...)
+				return s.p.send(frames(welcome(), headerOnly(wire.Header{Type: 9}), batchOf(s.set), endOf(1)), s.set.fds()...)
+			}})
+		e.rejects(badSender{name: "a second WELCOME", ids: "FRM-3", codes: malformed, fixtures: one,
+			script: func(s *senderScript) error {
+				return s.p.send(frames(welcome(), welcome(), batchOf(s.set), endOf(1)), s.set.fds()...)
 			}})
 		e.rejects(badSender{name: "an ACK from the sender", ids: "FRM-3", codes: malformed, fixtures: one,
 			script: func(s *senderScript) error {
@@ -42,9 +46,43 @@ func frameSpecs(e *env) {
 			script: func(s *senderScript) error {
 				return s.p.send(frames(welcome(), headerOnly(wire.Header{Type: wire.TypeBatch, NFds: 1, Length: wire.MaxPayload + 1})), s.set.fds()...)
 			}})
-		e.rejects(badSender{name: "a WELCOME of length 3", ids: "FRM-4", codes: malformed, fixtures: one,
+		e.rejects(badSender{name: "a WELCOME of length 3", ids: "FRM-4", codes: malformed, codeIsTheRule: true, fixtures: one,
 			script: func(s *senderScript) error {
 				return s.p.send(frames(headerOnly(wire.Header{Type: wire.TypeWelcome, Length: 3}), []byte{0, 1, 0}), s.set.fds()...)
+			}})
+
+		// Headers that break two rules: the first in FRM-4's order decides.
+		for _, h := range []struct {
+			name string
+			head []byte
+			code wire.Code
+		}{
+			{"a WELCOME header with nfds 1 and length 2 MiB", headerOnly(wire.Header{Type: wire.TypeWelcome, NFds: 1, Length: 2 << 20}), wire.CodeMalformed},
+			{"a WELCOME header with flags 1 and length 2 MiB", flagged(headerOnly(wire.Header{Type: wire.TypeWelcome, Length: 2 << 20})), wire.CodeMalformed},
+			{"a header of unknown type 9 and length 2 MiB", headerOnly(wire.Header{Type: 9, Length: 2 << 20}), wire.CodeMalformed},
+			{"an ACK header, where WELCOME is due, of length 2 MiB", headerOnly(wire.Header{Type: wire.TypeAck, Length: 2 << 20}), wire.CodeMalformed},
+			{"a WELCOME header of length 2 MiB", headerOnly(wire.Header{Type: wire.TypeWelcome, Length: 2 << 20}), wire.CodeTooLarge},
+		} {
+			e.rejects(badSender{name: h.name, ids: "FRM-4", codes: []wire.Code{h.code}, codeIsTheRule: true, patient: true, fixtures: one,
+				script: func(s *senderScript) error { return s.p.send(h.head) }})
+		}
+		e.rejects(badSender{name: "a BATCH header with nfds 0 and length 2 MiB, after WELCOME", ids: "FRM-4", codes: malformed, codeIsTheRule: true, patient: true, fixtures: one,
+			script: func(s *senderScript) error {
+				return s.p.send(frames(welcome(), headerOnly(wire.Header{Type: wire.TypeBatch, Length: 2 << 20})))
+			}})
+		e.rejects(badSender{name: "a BATCH of 2 descriptors in 11 bytes", ids: "FRM-4", codes: malformed, codeIsTheRule: true, patient: true, fixtures: two,
+			script: func(s *senderScript) error {
+				return s.p.send(frames(welcome(), headerOnly(wire.Header{Type: wire.TypeBatch, NFds: 2, Length: 11})), s.set.fds()...)
+			}})
+
+		// The header decides before the payload is read (FRM-6).
+		e.rejects(badSender{name: "a HELLO header of 1 MiB after WELCOME, its payload never sent", ids: "FRM-6", codes: malformed, codeIsTheRule: true, patient: true, fixtures: one,
+			script: func(s *senderScript) error {
+				return s.p.send(frames(welcome(), headerOnly(wire.Header{Type: wire.TypeHello, Length: wire.MaxPayload})))
+			}})
+		e.rejects(badSender{name: "a WELCOME header of 1000 bytes, its payload never sent", ids: "FRM-6", codes: malformed, codeIsTheRule: true, patient: true, fixtures: one,
+			script: func(s *senderScript) error {
+				return s.p.send(headerOnly(wire.Header{Type: wire.TypeWelcome, Length: 1000}))
 			}})
 
 		eof := func(name string, mid bool, cut func(set fixtureSet) (data []byte, withFds bool)) {
@@ -87,8 +125,8 @@ func frameSpecs(e *env) {
 				h[1] = 1
 				return p.send(h)
 			}})
-		e.refuses(badReceiver{name: "a frame of unknown type 9 instead of HELLO", ids: "FRM-3", codes: malformed,
-			send: func(p *wirePeer) error { return p.send(headerOnly(wire.Header{Type: 9})) }})
+		e.refuses(badReceiver{name: "a frame of unknown type 9 before HELLO", ids: "FRM-3", codes: malformed,
+			send: func(p *wirePeer) error { return p.send(frames(headerOnly(wire.Header{Type: 9}), hello1())) }})
 		e.refuses(badReceiver{name: "a READY instead of HELLO", ids: "FRM-3", codes: malformed,
 			send: func(p *wirePeer) error { return p.send(wire.AppendReady(nil)) }})
 		e.refuses(badReceiver{name: "a HELLO with nfds 1 and a descriptor attached", ids: "FRM-3", codes: malformed,
@@ -101,9 +139,39 @@ func frameSpecs(e *env) {
 			send: func(p *wirePeer) error {
 				return p.send(headerOnly(wire.Header{Type: wire.TypeHello, Length: wire.MaxPayload + 1}))
 			}})
-		e.refuses(badReceiver{name: "a HELLO of length 11", ids: "FRM-4", codes: malformed,
+		e.refuses(badReceiver{name: "a HELLO of length 11", ids: "FRM-4", codes: malformed, codeIsTheRule: true,
 			send: func(p *wirePeer) error {
 				return p.send(frames(headerOnly(wire.Header{Type: wire.TypeHello, Length: 11}), []byte(wire.Magic), []byte{0, 1, 0}))
+			}})
+		e.refuses(badReceiver{name: "a HELLO of length 13", ids: "FRM-4", codes: malformed, codeIsTheRule: true,
+			send: func(p *wirePeer) error {
+				return p.send(frames(headerOnly(wire.Header{Type: wire.TypeHello, Length: 13}), []byte(wire.Magic), []byte{0, 1, 0, 1, 0}))
+			}})
+
+		// Headers that break two rules: the first in FRM-4's order decides.
+		for _, h := range []struct {
+			name string
+			head []byte
+			code wire.Code
+		}{
+			{"a HELLO header with nfds 1 and length 2 MiB", headerOnly(wire.Header{Type: wire.TypeHello, NFds: 1, Length: 2 << 20}), wire.CodeMalformed},
+			{"a HELLO header with flags 1 and length 2 MiB", flagged(headerOnly(wire.Header{Type: wire.TypeHello, Length: 2 << 20})), wire.CodeMalformed},
+			{"a header of unknown type 9 and length 2 MiB", headerOnly(wire.Header{Type: 9, Length: 2 << 20}), wire.CodeMalformed},
+			{"a READY header, where HELLO is due, of length 2 MiB", headerOnly(wire.Header{Type: wire.TypeReady, Length: 2 << 20}), wire.CodeMalformed},
+			{"a HELLO header of length 2 MiB", headerOnly(wire.Header{Type: wire.TypeHello, Length: 2 << 20}), wire.CodeTooLarge},
+		} {
+			e.refuses(badReceiver{name: h.name, ids: "FRM-4", codes: []wire.Code{h.code}, codeIsTheRule: true, patient: true,
+				send: func(p *wirePeer) error { return p.send(h.head) }})
+		}
+
+		// The header decides before the payload is read (FRM-6).
+		e.refuses(badReceiver{name: "a BATCH header of 1 MiB where HELLO is due, its payload never sent", ids: "FRM-6", codes: malformed, codeIsTheRule: true, patient: true,
+			send: func(p *wirePeer) error {
+				return p.send(headerOnly(wire.Header{Type: wire.TypeBatch, NFds: 1, Length: wire.MaxPayload}))
+			}})
+		e.refuses(badReceiver{name: "a HELLO header of 65 536 bytes, its payload never sent", ids: "FRM-6", codes: malformed, codeIsTheRule: true, patient: true,
+			send: func(p *wirePeer) error {
+				return p.send(headerOnly(wire.Header{Type: wire.TypeHello, Length: 65536}))
 			}})
 		for _, cut := range []int{1, 5, 8, 13} {
 			e.refuses(badReceiver{name: "end of stream after " + strconv.Itoa(cut) + " bytes of HELLO", ids: "FRM-5",
@@ -115,4 +183,10 @@ func frameSpecs(e *env) {
 				}})
 		}
 	})
+}
+
+// flagged sets a frame's flags to 1.
+func flagged(frame []byte) []byte {
+	frame[1] = 1
+	return frame
 }

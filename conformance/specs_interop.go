@@ -46,7 +46,7 @@ func (e *env) runPair(fixtures func() (fixtureSet, error), senderCmd, receiverCm
 		OK    bool        `json:"ok"`
 		Error *adapterErr `json:"error"`
 	}
-	r.serveErr = s.call(map[string]any{"op": "serve", "socket": r.path, "descriptors": serveDescriptors(r.set),
+	r.serveErr = s.call(map[string]any{"op": "serve", "socket": r.path, "descriptors": serveDescriptorsAt(r.set, seq(3, len(r.set))),
 		"timeout_ms": ms(e.cfg.timeout()), "ready_timeout_ms": ms(e.cfg.timeout())}, "serveResponse", &serve)
 	r.serveOK = serve.OK
 	if r.serveErr != nil || !serve.OK {

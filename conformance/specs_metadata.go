@@ -59,14 +59,33 @@ var badKV = []struct {
 		b = append(b, 0xff)
 		return binary.BigEndian.AppendUint32(b, 0)
 	}()},
+	{"a value length running past the end", func() []byte {
+		b := binary.BigEndian.AppendUint32(nil, 1)
+		b = binary.BigEndian.AppendUint32(b, 1)
+		b = append(b, 'k')
+		b = binary.BigEndian.AppendUint32(b, 10)
+		return append(b, "ab"...)
+	}()},
+	{"a value that is not UTF-8", func() []byte {
+		b := binary.BigEndian.AppendUint32(nil, 1)
+		b = binary.BigEndian.AppendUint32(b, 1)
+		b = append(b, 'k')
+		b = binary.BigEndian.AppendUint32(b, 2)
+		return append(b, 0xc3, 0x28)
+	}()},
+	{"a pair count larger than the pairs present", func() []byte {
+		b := wire.AppendMeta(nil, map[string]string{"a": "1"})
+		binary.BigEndian.PutUint32(b, 2)
+		return b
+	}()},
 }
 
 func metadataSpecs(e *env) {
 	e.describe("the implementation as sender", iut("sender"), func() {
 		e.describe("key-value metadata", func() {
 			run := e.lazySender(senderScenario{fixtures: one, kv: true,
-				serve: func(set fixtureSet) []map[string]any {
-					d := serveDescriptors(set)
+				serve: func(r *senderRun) []map[string]any {
+					d := r.serveDescriptors()
 					d[0]["meta"], d[0]["kv"] = nil, kvSample
 					return d
 				},

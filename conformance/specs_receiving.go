@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -36,7 +37,21 @@ type badSender struct {
 	codeIsTheRule bool
 	// quiet: the suite sent an ERROR, which is never answered with another
 	// (ERR-3).
-	quiet      bool
+	quiet bool
+	// patient asks the implementation for step deadlines longer than the
+	// suite waits: what it must do at once cannot pass as a timeout.
+	patient bool
+	// reported, when set, are the codes the implementation may report to
+	// its user (graded by the primary check: RCV-9).
+	reported []string
+	// leakIDs are the requirements the leak check names; "" means RCV-6.
+	leakIDs string
+	// deadline: the fault is a peer that stops: the implementation must
+	// close without an ERROR (TRN-8).
+	deadline bool
+	// needs and request: adapter features the scenario uses.
+	needs      []string
+	request    map[string]any
 	decorators []any
 }
 
@@ -51,7 +66,12 @@ func codeNames(codes []wire.Code) string {
 // rejects registers the specs of one bad-sender scenario.
 func (e *env) rejects(b badSender) {
 	e.describe(b.name, append(b.decorators, func() {
-		run := e.lazyReceiver(receiverScenario{fixtures: b.fixtures, prepare: b.prepare, after: b.after, script: b.script, timeout: b.timeout})
+		sc := receiverScenario{fixtures: b.fixtures, prepare: b.prepare, after: b.after, script: b.script, timeout: b.timeout,
+			needs: b.needs, request: b.request}
+		if b.patient {
+			sc.timeout = e.patient()
+		}
+		run := e.lazyReceiver(sc)
 		if b.should {
 			BeforeEach(func() {
 				if !e.cfg.Strict {
@@ -66,6 +86,12 @@ func (e *env) rejects(b badSender) {
 			if (b.should || b.codeIsTheRule) && b.codes != nil {
 				r.expectErrorFrame(b.codes...)
 			}
+			if b.reported != nil {
+				r.expectReported(b.reported...)
+			}
+			if b.deadline {
+				Expect(r.errorCodes()).To(BeEmpty(), "an ERROR frame for a deadline"+r.transcript())
+			}
 		})
 		if b.codes != nil && !b.should && !b.codeIsTheRule {
 			e.verify("answers ERROR "+codeNames(b.codes)+" and closes the connection", "ERR-1", func() {
@@ -74,7 +100,11 @@ func (e *env) rejects(b badSender) {
 				r.expectErrorFrame(b.codes...)
 			})
 		}
-		e.verify("closes every descriptor of the session", "RCV-6", func() {
+		leakIDs := b.leakIDs
+		if leakIDs == "" {
+			leakIDs = "RCV-6"
+		}
+		e.verify("closes every descriptor of the session", leakIDs, func() {
 			r := run()
 			r.mustRun()
 			r.expectNoLeak()
@@ -179,17 +209,39 @@ func receivingSpecs(e *env) {
 			},
 		})
 
+		e.delivers("the same descriptor twice in one BATCH", "RCV-1", receiverScenario{fixtures: twice, script: (*senderScript).wholeSession})
+		e.delivers("a BATCH of 252 descriptors", "RCV-2", receiverScenario{
+			fixtures: func() (fixtureSet, error) { return fileSet(252) }, script: (*senderScript).wholeSession}, Label(LabelSlow))
+		e.delivers("a record with exactly 65 536 bytes of metadata", "RCV-2", receiverScenario{
+			fixtures: metaSet(wire.MaxMetaSize), script: (*senderScript).wholeSession})
+		e.delivers("a BATCH whose payload is exactly 1 MiB", "RCV-2 FRM-4", receiverScenario{
+			fixtures: metaSet(exactlyOneMiB...), script: func(s *senderScript) error {
+				b := batchOf(s.set)
+				if len(b) != wire.HeaderSize+wire.MaxPayload {
+					return fmt.Errorf("the suite built a BATCH of %d bytes", len(b)-wire.HeaderSize)
+				}
+				return s.p.send(frames(welcome(), b, endOf(len(s.set))), s.set.fds()...)
+			}})
+		e.delivers("252 descriptors that arrive with WELCOME, ahead of their BATCH", "RCV-3", receiverScenario{
+			fixtures: func() (fixtureSet, error) { return fileSet(252) },
+			script: func(s *senderScript) error {
+				if err := s.p.send(welcome(), s.set.fds()...); err != nil {
+					return err
+				}
+				return s.p.send(frames(batchOf(s.set), endOf(len(s.set))))
+			}}, Label(LabelSlow))
+
 		e.rejects(badSender{name: "a BATCH with fewer descriptors than its nfds", ids: "RCV-2", codes: malformed,
 			fixtures: two,
 			script: func(s *senderScript) error {
 				return s.p.send(frames(welcome(), batchOf(s.set), endOf(2)), s.set[0].fd)
 			}})
-		e.rejects(badSender{name: "a BATCH with nfds 0", ids: "RCV-2", codes: malformed,
+		e.rejects(badSender{name: "a BATCH with nfds 0", ids: "RCV-2", codes: malformed, codeIsTheRule: true,
 			fixtures: one,
 			script: func(s *senderScript) error {
-				return s.p.send(frames(welcome(), wire.AppendHeader(nil, wire.Header{Type: wire.TypeBatch}), endOf(0)), s.set.fds()...)
+				return s.p.send(frames(welcome(), wire.AppendHeader(nil, wire.Header{Type: wire.TypeBatch}), endOf(0)))
 			}})
-		e.rejects(badSender{name: "a BATCH header declaring 253 descriptors", ids: "RCV-2", codes: malformed,
+		e.rejects(badSender{name: "a BATCH header declaring 253 descriptors", ids: "RCV-2", codes: malformed, codeIsTheRule: true, patient: true,
 			fixtures: one,
 			script: func(s *senderScript) error {
 				return s.p.send(frames(welcome(), wire.AppendHeader(nil, wire.Header{Type: wire.TypeBatch, NFds: 253, Length: 253 * 6})), s.set.fds()...)
@@ -225,7 +277,7 @@ func receivingSpecs(e *env) {
 				return s.p.send(frames(welcome(), wire.AppendHeader(nil, wire.Header{Type: wire.TypeBatch, NFds: 1, Length: 7}), payload, endOf(1)), s.set.fds()...)
 			}})
 
-		e.rejects(badSender{name: "253 descriptors attached to WELCOME", ids: "RCV-3", codes: malformedOrTruncated,
+		e.rejects(badSender{name: "253 descriptors attached to WELCOME", ids: "RCV-3", codes: malformedOrTruncated, codeIsTheRule: true, patient: true,
 			fixtures: func() (fixtureSet, error) { return fileSet(1) },
 			script: func(s *senderScript) error {
 				fds := make([]int, 253)
@@ -234,7 +286,7 @@ func receivingSpecs(e *env) {
 				}
 				return s.p.send(welcome(), fds...)
 			}})
-		e.rejects(badSender{name: "400 descriptors in two messages before any BATCH completes", ids: "RCV-3", codes: malformed,
+		e.rejects(badSender{name: "400 descriptors in two messages before any BATCH completes", ids: "RCV-3", codes: malformed, codeIsTheRule: true, patient: true,
 			fixtures: func() (fixtureSet, error) { return fileSet(1) },
 			script: func(s *senderScript) error {
 				fds := make([]int, 200)
@@ -253,6 +305,13 @@ func receivingSpecs(e *env) {
 			script: func(s *senderScript) error {
 				return s.p.send(frames(welcome(), batchOf(s.set), endOf(3)), s.set.fds()...)
 			}})
+		for _, count := range []int{1, 0} {
+			e.rejects(badSender{name: fmt.Sprintf("an END counting %d of the 2 descriptors sent", count), ids: "RCV-4", codes: malformed, midSession: true,
+				codeIsTheRule: true, fixtures: two,
+				script: func(s *senderScript) error {
+					return s.p.send(frames(welcome(), batchOf(s.set), endOf(count)), s.set.fds()...)
+				}})
+		}
 		e.rejects(badSender{name: "a descriptor left in the queue when END completes", ids: "RCV-4", codes: malformed, midSession: true,
 			fixtures: two,
 			script: func(s *senderScript) error {
@@ -260,9 +319,15 @@ func receivingSpecs(e *env) {
 			}})
 
 		e.rejects(badSender{name: "an ERROR SENDER_FAILED after a BATCH", ids: "RCV-9", midSession: true, quiet: true,
-			fixtures: two,
+			reported: []string{"SENDER_FAILED"}, fixtures: two,
 			script: func(s *senderScript) error {
 				return s.p.send(frames(welcome(), batchOf(s.set), wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeSenderFailed, Message: "lost one"})), s.set.fds()...)
+			}})
+
+		e.rejects(badSender{name: "an ERROR UNSUPPORTED_VERSION instead of WELCOME", ids: "RCV-9", quiet: true,
+			reported: []string{"UNSUPPORTED_VERSION"}, fixtures: one,
+			script: func(s *senderScript) error {
+				return s.p.send(errorFrame(wire.CodeUnsupportedVersion, "this sender speaks 2 only"))
 			}})
 
 		e.describe("a set whose user refuses its second descriptor", func() {
@@ -283,15 +348,26 @@ func receivingSpecs(e *env) {
 			})
 		})
 
-		e.rejects(badSender{name: "a file sent as a LISTENER", ids: "RCV-8", codes: malformed, should: true,
-			fixtures: func() (fixtureSet, error) {
-				s, err := fileSet(1)
-				if err == nil {
-					s[0].kind = wire.KindListener
-				}
-				return s, err
-			},
-			script: (*senderScript).wholeSession})
+		for _, k := range []struct {
+			name  string
+			make  func() (*fixture, error)
+			claim wire.Kind
+		}{
+			{"a file sent as a LISTENER", newFile, wire.KindListener},
+			{"a TCP listener sent as a FILE", newTCPListener, wire.KindFile},
+			{"a UDP socket sent as a STREAM", newUDP, wire.KindStream},
+		} {
+			e.rejects(badSender{name: k.name, ids: "RCV-8", codes: malformed, should: true,
+				fixtures: func() (fixtureSet, error) {
+					f, err := k.make()
+					if err != nil {
+						return nil, err
+					}
+					f.kind = k.claim
+					return fixtureSet{f}, nil
+				},
+				script: (*senderScript).wholeSession})
+		}
 	})
 }
 
@@ -301,3 +377,19 @@ var (
 	tooLarge             = []wire.Code{wire.CodeTooLarge}
 	malformedOrTruncated = []wire.Code{wire.CodeMalformed, wire.CodeTruncated}
 )
+
+// twice is one file sent as two records: the same descriptor twice.
+func twice() (fixtureSet, error) {
+	s, err := fileSet(1)
+	if err != nil {
+		return nil, err
+	}
+	again := *s[0]
+	again.closers = nil // closed once, by the first
+	again.withMeta([]byte("again"))
+	return append(s, &again), nil
+}
+
+// exactlyOneMiB are the metadata sizes of 16 records whose BATCH payload
+// is exactly 1 MiB.
+var exactlyOneMiB = append(repeat(wire.MaxMetaSize, 15), wire.MaxPayload-15*(wire.RecordOverhead+wire.MaxMetaSize)-wire.RecordOverhead)

@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bytes"
+	"fmt"
 	"encoding/base64"
 	"errors"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
+	"github.com/gracefulfd/graceful/harness"
 )
 
 // stillListening proves that the suite's original listener still accepts
@@ -113,20 +115,138 @@ func sendingSpecs(e *env) {
 			})
 		})
 
-		e.describe("a set of 600 descriptors", Label(LabelSlow), func() {
-			run := e.lazySender(senderScenario{fixtures: func() (fixtureSet, error) { return fileSet(600) }, script: func(s *receiverScript) {
+		for _, n := range []int{252, 253, 504, 505, 600} {
+			e.describe(fmt.Sprintf("a set of %d descriptors, at scrambled numbers", n), Label(LabelSlow), func() {
+				run := e.lazySender(senderScenario{fixtures: func() (fixtureSet, error) { return fileSet(n) }, script: func(s *receiverScript) {
+					s.goodSession()
+					s.result()
+				}})
+				e.verify("is split into BATCH frames of at most 252 descriptors", "SND-3", func() {
+					r := run()
+					r.mustServe()
+					l := r.session(0)
+					r.expectNo(l, "SND-3")
+					r.expectRecords(l)
+					for _, f := range l.frames {
+						Expect(f.Header.NFds).To(BeNumerically("<=", wire.MaxFdsPerBatch), r.transcript())
+					}
+				})
+				e.verify("carries every descriptor it was given, in order, each the same open file description", "SND-2", func() {
+					r := run()
+					r.mustServe()
+					r.expectSameDescriptors(r.session(0))
+				})
+			})
+		}
+
+		for _, extra := range []int{0, 1} {
+			e.describe(fmt.Sprintf("16 descriptors whose records take 1 MiB%s", map[int]string{0: " exactly", 1: " and 1 byte"}[extra]), func() {
+				sizes := append([]int{}, exactlyOneMiB...)
+				sizes[len(sizes)-1] += extra
+				run := e.lazySender(senderScenario{fixtures: metaSet(sizes...), script: func(s *receiverScript) {
+					s.goodSession()
+					s.result()
+				}})
+				e.verify("are sent whole, in BATCH frames within the 1 MiB limit", "SND-6", func() {
+					r := run()
+					r.mustServe()
+					l := r.session(0)
+					r.expectNo(l, "FRM-4")
+					r.expectRecords(l)
+					for _, f := range l.frames {
+						Expect(f.Header.Length).To(BeNumerically("<=", wire.MaxPayload), r.transcript())
+					}
+				})
+			})
+		}
+
+		e.describe("a connection it dials to a listening receiver", func() {
+			run := e.lazySender(senderScenario{fixtures: mixedSet, dial: true, needs: []string{"dial"}, script: func(s *receiverScript) {
 				s.goodSession()
 				s.result()
 			}})
-			e.verify("is split into BATCH frames of at most 252 descriptors", "SND-3", func() {
+			e.verify("carries the set, as on a connection it accepted", "SND-1 SND-2", func() {
 				r := run()
 				r.mustServe()
-				l := r.session(0)
-				r.expectNo(l, "SND-3")
-				r.expectRecords(l)
-				for _, f := range l.frames {
-					Expect(f.Header.NFds).To(BeNumerically("<=", wire.MaxFdsPerBatch), r.transcript())
+				r.expectSameDescriptors(r.session(0))
+				Expect(r.result(0).reply.Outcome).To(Equal("ready"), r.transcript())
+			})
+		})
+
+		// Descriptors pushed at the sender (SND-9).
+		e.describe("a receiver that attaches 250 descriptors to its HELLO", func() {
+			run := e.lazySender(senderScenario{fixtures: one, before: stuffing, script: func(s *receiverScript) {
+				p, err := s.dial()
+				if err != nil {
+					return
 				}
+				defer p.close()
+				s.stuff(p, hello1())
+				l := s.readSet(p)
+				s.run.checks["during"] = s.stuffedHeld() // the HELLO was read: the set came
+				if l.end == nil {
+					s.finishSession(p, l, ack(len(l.records)), true)
+				}
+				s.result()
+				s.run.checks["after"] = s.stuffedHeld()
+			}})
+			e.verify("never holds one, during the session or after", "SND-9", func() {
+				r := run()
+				r.mustServe()
+				Expect(r.checks["during"]).NotTo(HaveOccurred(), r.transcript())
+				Expect(r.checks["after"]).NotTo(HaveOccurred(), r.transcript())
+				r.expectTableBack()
+			})
+		})
+		e.describe("a receiver that attaches 250 descriptors to its ACK", func() {
+			run := e.lazySender(senderScenario{fixtures: one, before: stuffing, script: func(s *receiverScript) {
+				p, err := s.dial()
+				if err != nil {
+					return
+				}
+				defer p.close()
+				p.send(hello1())
+				l := s.readSet(p)
+				s.stuff(p, ack(len(l.records)))
+				s.finishSession(p, l, nil, true)
+				s.result()
+				s.run.checks["after"] = s.stuffedHeld()
+			}})
+			e.verify("never holds one", "SND-9", func() {
+				r := run()
+				r.mustServe()
+				Expect(r.checks["after"]).NotTo(HaveOccurred(), r.transcript())
+				r.expectTableBack()
+			})
+		})
+		e.describe("ten receivers that each attach 250 descriptors to a HELLO while a session runs", func() {
+			run := e.lazySender(senderScenario{fixtures: one, before: stuffing, timeout: e.patient(), script: func(s *receiverScript) {
+				p, err := s.dial()
+				if err != nil {
+					return
+				}
+				defer p.close()
+				s.stuff(p, hello1())
+				l := s.readSet(p)
+				for range 10 {
+					s.refusedSession(func(q *wirePeer) error { return s.stuff(q, hello1()) })
+					s.result()
+				}
+				// Each was answered BUSY: each HELLO was read.
+				s.run.checks["during"] = s.stuffedHeld()
+				if l.end == nil {
+					s.finishSession(p, l, ack(len(l.records)), true)
+				}
+				s.result()
+			}})
+			e.verify("never holds one of them", "SND-9", func() {
+				r := run()
+				r.mustServe()
+				for i := 1; i <= 10; i++ {
+					Expect(r.session(i).errFrame).NotTo(BeNil(), "receiver %d was not answered%s", i, r.transcript())
+				}
+				Expect(r.checks["during"]).NotTo(HaveOccurred(), r.transcript())
+				r.expectTableBack()
 			})
 		})
 
@@ -202,8 +322,8 @@ func sendingSpecs(e *env) {
 		e.describe("a set naming a descriptor that is not open", func() {
 			run := e.lazySender(senderScenario{
 				fixtures: one,
-				serve: func(set fixtureSet) []map[string]any {
-					d := serveDescriptors(set)
+				serve: func(r *senderRun) []map[string]any {
+					d := r.serveDescriptors()
 					return append(d, map[string]any{"fd": 1000, "kind": "file", "meta": base64.StdEncoding.EncodeToString([]byte("gone"))})
 				},
 				script: func(s *receiverScript) {
@@ -242,3 +362,45 @@ var errNotAccepting = errorString("the listener did not accept a connection")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// stuffing makes the object a scenario pushes at the sender: a memory
+// file of its own, so that any descriptor of it in the sender's table is
+// one the sender took from a peer.
+func stuffing(r *senderRun) error {
+	f, err := newFile()
+	if err != nil {
+		return err
+	}
+	r.stuffed = f
+	return nil
+}
+
+// stuff writes frame with 250 descriptors of the stuffing object attached.
+// A sender that refuses
+// descriptors outright (SO_PASSRIGHTS off) makes that sendmsg fail: the
+// frame then goes without them.
+func (s *receiverScript) stuff(p *wirePeer, frame []byte) error {
+	n := 250
+	fds := make([]int, n)
+	for i := range fds {
+		fds[i] = s.run.stuffed.fd
+	}
+	err := p.send(frame, fds...)
+	if p.rightsRefused {
+		s.note("the sender refuses descriptors outright (SO_PASSRIGHTS off)")
+	}
+	return err
+}
+
+// stuffedHeld reports an error if the adapter holds a descriptor of the
+// stuffing object.
+func (s *receiverScript) stuffedHeld() error {
+	held, err := holding(s.run.a.holder, map[harness.FileID]bool{s.run.stuffed.id: true})
+	if err != nil {
+		return err
+	}
+	if len(held) > 0 {
+		return fmt.Errorf("the sender holds %d descriptors a receiver pushed at it (fd %d, ...)", len(held), held[0].Num)
+	}
+	return nil
+}

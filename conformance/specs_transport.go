@@ -26,7 +26,7 @@ func transportSpecs(e *env) {
 			fixtures: mixedSet,
 			script: func(s *senderScript) error {
 				w := welcome()
-				return s.p.sendSplit(frames(w, batchOf(s.set), endOf(len(s.set))), len(w), s.set.fds()...)
+				return s.p.trickle(frames(w, batchOf(s.set), endOf(len(s.set))), len(w), time.Millisecond, s.set.fds()...)
 			},
 		})
 
@@ -76,7 +76,7 @@ func transportSpecs(e *env) {
 
 		e.rejects(func() badSender {
 			var restore func() error
-			return badSender{name: "descriptors beyond the receiver's open-file limit (MSG_CTRUNC)", ids: "TRN-5", codeIsTheRule: true,
+			return badSender{name: "descriptors beyond the receiver's open-file limit (MSG_CTRUNC)", ids: "TRN-5", codeIsTheRule: true, leakIDs: "RCV-6 TRN-5",
 				codes:    []wire.Code{wire.CodeTruncated},
 				fixtures: func() (fixtureSet, error) { return fileSet(16) },
 				prepare: func(r *receiverRun) (err error) {
@@ -93,6 +93,19 @@ func transportSpecs(e *env) {
 			}
 		}())
 
+		e.delivers("a BATCH of 252 descriptors read with SO_PASSCRED and SO_PASSPIDFD on, credentials first", "TRN-7", receiverScenario{
+			fixtures: func() (fixtureSet, error) { return fileSet(252) },
+			prepare: func(r *receiverRun) error {
+				err := setSockOpts(r.a.holder, r.path, unix.SO_PASSCRED, soPassPidfd)
+				if errors.Is(err, errNoOption) {
+					// Without SO_PASSPIDFD, credentials alone.
+					return setSockOpts(r.a.holder, r.path, unix.SO_PASSCRED)
+				}
+				return err
+			},
+			script: (*senderScript).wholeSession,
+		}, Label(LabelSlow))
+
 		e.rejects(badSender{name: "253 descriptors in one message", ids: "TRN-7", codes: malformed, should: true,
 			fixtures: one,
 			script: func(s *senderScript) error {
@@ -103,17 +116,28 @@ func transportSpecs(e *env) {
 				return s.p.send(welcome(), fds...)
 			}})
 
-		e.rejects(badSender{name: "a sender that goes silent after HELLO", ids: "TRN-8", survives: true, decorators: []any{Label(LabelSlow)},
+		e.describe("a listener that never accepts, its backlog full", Label(LabelSlow), func() {
+			run := e.lazyReceiver(receiverScenario{fixtures: one, noAccept: true})
+			e.verify("gives up connecting within its deadline and reports failure", "TRN-8", func() {
+				r := run()
+				r.mustRun()
+				Expect(r.reply.OK).To(BeFalse(), "connected to a listener that never accepts"+r.transcript())
+				r.expectNothingDelivered()
+				r.expectTable()
+			})
+		})
+
+		e.rejects(badSender{name: "a sender that goes silent after HELLO", ids: "TRN-8", survives: true, deadline: true, decorators: []any{Label(LabelSlow)},
 			fixtures: one,
 			script:   func(s *senderScript) error { return nil }})
-		e.rejects(badSender{name: "a sender that goes silent inside a BATCH frame", ids: "TRN-8", survives: true, decorators: []any{Label(LabelSlow)},
+		e.rejects(badSender{name: "a sender that goes silent inside a BATCH frame", ids: "TRN-8", survives: true, deadline: true, decorators: []any{Label(LabelSlow)},
 			fixtures: one,
 			script: func(s *senderScript) error {
 				b := batchOf(s.set)
 				return s.p.send(frames(welcome(), b[:len(b)-2]), s.set.fds()...)
 			}})
 		e.rejects(badSender{name: "a sender that trickles a BATCH a byte at a time, each byte within the deadline, the frame not",
-			ids: "TRN-8", survives: true, decorators: []any{Label(LabelSlow)},
+			ids: "TRN-8", survives: true, deadline: true, decorators: []any{Label(LabelSlow)},
 			fixtures: one, timeout: trickleDeadline,
 			script: func(s *senderScript) error {
 				if err := s.p.send(welcome()); err != nil {
@@ -133,13 +157,12 @@ func transportSpecs(e *env) {
 				})
 				s.result()
 			}})
-			e.verify("gives up within its deadline, sends nothing and reports failure", "TRN-8", func() {
+			e.verify("gives up within its deadline, sends nothing, not even an ERROR, and reports failure", "TRN-8", func() {
 				r := run()
 				r.mustServe()
 				l := r.session(0)
-				for _, f := range l.frames {
-					Expect(f.Header.Type).To(Equal(wire.TypeError), "the implementation went on with the session"+r.transcript())
-				}
+				Expect(l.frames).To(BeEmpty(), "frames written to a peer whose deadline passed"+r.transcript())
+				Expect(l.end).NotTo(HaveOccurred(), "the connection was not closed"+r.transcript())
 				Expect(l.received).To(BeZero(), r.transcript())
 				Expect(r.result(0).reply.OK).To(BeFalse(), "the hand-off was reported as done"+r.transcript())
 			})
@@ -152,7 +175,7 @@ func transportSpecs(e *env) {
 					return
 				}
 				defer p.close()
-				if err := p.sendSplit(hello1(), -1); err != nil {
+				if err := p.trickle(hello1(), -1, time.Millisecond); err != nil {
 					s.note("HELLO: %v", err)
 				}
 				l := s.readSet(p)
@@ -176,11 +199,82 @@ func transportSpecs(e *env) {
 				p.send(hello1())
 				s.readSet(p)
 				s.result() // while the connection stays open
+				after := &sessionLog{welcome: -1, endCount: -1}
+				after.frames, after.end = readAll(p)
+				s.run.sessions = append(s.run.sessions, after)
 			}})
-			e.verify("gives up within its deadline and reports failure", "TRN-8", func() {
+			e.verify("gives up within its deadline, closes without an ERROR, and reports failure", "TRN-8", func() {
 				r := run()
 				r.mustServe()
 				Expect(r.result(0).reply.OK).To(BeFalse(), "a session without ACK succeeded"+r.transcript())
+				r.expectAnswered(0)
+			})
+		})
+
+		e.describe("a receiver that stops reading in the middle of the set", Label(LabelSlow), func() {
+			run := e.lazySender(senderScenario{fixtures: metaSet(repeat(wire.MaxMetaSize, 48)...), script: func(s *receiverScript) {
+				p, err := s.dial()
+				if err != nil {
+					return
+				}
+				defer p.close()
+				p.send(hello1())
+				s.result() // reading nothing: 3 MiB cannot fit in the socket's buffers
+			}})
+			e.verify("gives up writing within its deadline and reports failure", "TRN-8", func() {
+				r := run()
+				r.mustServe()
+				Expect(r.result(0).reply.OK).To(BeFalse(), "a set nobody read reported as handed over"+r.transcript())
+			})
+		})
+
+		e.describe("a receiver that reads the set slowly, 32 KiB every 20 ms", Label(LabelSlow), func() {
+			// A 1 MiB BATCH takes over 600 ms to read; the step deadline
+			// is 300 ms.
+			run := e.lazySender(senderScenario{fixtures: metaSet(repeat(wire.MaxMetaSize, 48)...), timeout: trickleDeadline,
+				script: func(s *receiverScript) {
+					p, err := s.dial()
+					if err != nil {
+						return
+					}
+					defer p.close()
+					p.send(hello1())
+					whole := wire.HeaderSize + 2 + wire.HeaderSize + 4 + len(wire.AppendBatch(nil, s.run.set.records())) +
+						2*wire.HeaderSize // WELCOME, END, and the header of a second BATCH frame at least
+					got, err := p.readSlowly(32<<10, 20*time.Millisecond, 20*trickleDeadline, whole)
+					s.run.checks["slow"] = err
+					s.run.counts = map[string]int{"read": got, "whole": whole}
+					s.result()
+				}})
+			e.verify("gives up on a frame write that outlasts its deadline, however steadily the bytes go", "TRN-8", func() {
+				r := run()
+				r.mustServe()
+				Expect(r.checks["slow"]).NotTo(HaveOccurred(), r.transcript())
+				Expect(r.counts["read"]).To(BeNumerically("<", r.counts["whole"]), "the whole set came, each frame taking twice its deadline"+r.transcript())
+				Expect(r.result(0).reply.OK).To(BeFalse(), "a set read this slowly reported as handed over"+r.transcript())
+			})
+		})
+
+		e.describe("a connection left open and idle after a session", Label(LabelSlow), func() {
+			run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
+				p, err := s.dial()
+				if err != nil {
+					return
+				}
+				defer p.close()
+				p.send(hello1())
+				l := s.readSet(p)
+				p.send(frames(ack(len(l.records)), wire.AppendReady(nil)))
+				s.result() // once the implementation closed the idle connection
+				after := &sessionLog{welcome: -1, endCount: -1}
+				after.frames, after.end = readAll(p)
+				s.run.sessions = append(s.run.sessions, after)
+			}})
+			e.verify("is closed at the deadline, without an ERROR, and the session counts as ready", "TRN-8", func() {
+				r := run()
+				r.mustServe()
+				Expect(r.result(0).reply.Outcome).To(Equal("ready"), "the session before the idle wait"+r.transcript())
+				r.expectAnswered(0)
 			})
 		})
 
@@ -197,11 +291,12 @@ func transportSpecs(e *env) {
 				l.received = len(p.received)
 				s.run.sessions = append(s.run.sessions, l)
 			}})
-			e.verify("gives up within its deadline, sends nothing and reports failure", "TRN-8", func() {
+			e.verify("gives up within its deadline, sends nothing, not even an ERROR, and reports failure", "TRN-8", func() {
 				r := run()
 				r.mustServe()
 				Expect(r.result(0).reply.OK).To(BeFalse(), "a session without HELLO succeeded"+r.transcript())
 				Expect(r.session(0).received).To(BeZero(), "descriptors sent without a HELLO"+r.transcript())
+				Expect(r.session(0).frames).To(BeEmpty(), "frames written to a peer whose deadline passed"+r.transcript())
 			})
 		})
 	})
