@@ -2,9 +2,9 @@ package conformance
 
 import (
 	"bytes"
-	"fmt"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"time"
