@@ -56,6 +56,8 @@ type wirePeer struct {
 	// rightsRefused: the implementation refused descriptors the suite
 	// pushed at it (SO_PASSRIGHTS off).
 	rightsRefused bool
+	// unread is a frame read ahead, which readFrame returns next.
+	unread *inFrame
 }
 
 func newWirePeer(c *net.UnixConn, wait time.Duration) *wirePeer {
@@ -222,6 +224,10 @@ func (p *wirePeer) readFull(n, chunk int) ([]byte, error) {
 // spec and records what it breaks; it returns an error when it cannot go
 // on (end of stream, deadline, a header it cannot trust).
 func (p *wirePeer) readFrame() (inFrame, error) {
+	if f := p.unread; f != nil {
+		p.unread = nil
+		return *f, nil
+	}
 	f := inFrame{Offset: p.off}
 	head, err := p.readFull(wire.HeaderSize, 1)
 	if err != nil {
@@ -442,3 +448,11 @@ func (p *wirePeer) readSlowly(chunk int, interval, bound time.Duration, want int
 	}
 	return total, nil
 }
+
+// unprivileged is the environment variable that makes the suite behave as
+// if it did not run as root (for its own tests of how it reports the
+// checks it then skips).
+const unprivileged = "GRACEFUL_CONFORMANCE_UNPRIVILEGED"
+
+// isRoot reports whether the suite can play peers of other users.
+func isRoot() bool { return os.Geteuid() == 0 && os.Getenv(unprivileged) == "" }

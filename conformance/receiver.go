@@ -198,7 +198,7 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 	if sc.abstract {
 		r.path = abstractName()
 	}
-	if sc.listenAs != 0 && os.Geteuid() != 0 {
+	if sc.listenAs != 0 && !isRoot() {
 		r.startErr = errNotRoot
 		return r
 	}

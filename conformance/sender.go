@@ -141,7 +141,7 @@ func (sc senderScenario) run(e *env) *senderRun {
 		r.flagsBefore = append(r.flagsBefore, fl)
 	}
 
-	if (sc.root || sc.listenAs != 0) && os.Geteuid() != 0 {
+	if (sc.root || sc.listenAs != 0) && !isRoot() {
 		r.startErr = errNotRoot
 		return r
 	}

@@ -367,7 +367,7 @@ func authSpecs(e *env) {
 		})
 
 		e.describe("a sender that answers BUSY once", func() {
-			run := e.lazyReceiver(receiverScenario{fixtures: one, script: func(s *senderScript) error {
+			run := e.lazyReceiver(receiverScenario{fixtures: one, ready: true, script: func(s *senderScript) error {
 				if err := s.p.send(wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeBusy, Message: "busy"})); err != nil {
 					return err
 				}
@@ -381,7 +381,7 @@ func authSpecs(e *env) {
 				r.mustRun()
 				Expect(r.connections).To(Equal(2), "connections"+r.transcript())
 				Expect(r.reply.OK).To(BeTrue(), "the set was not received"+r.transcript())
-				r.expectAck(false)
+				r.expectAck(true)
 				r.expectNoLeak()
 			})
 		})

@@ -52,7 +52,7 @@ func run() int {
 		list      = flag.Bool("list", false, "list every check with its labels as JSON lines, and run nothing")
 		reference = flag.String("reference", "", "a trusted implementation's adapter command, to hand off to and from the one under test; \"builtin\" is the Go reference (graceful/)")
 		allowSkip = flag.String("allow-skip", "", "requirement IDs (comma separated), or \"all\", whose checks may be skipped because this machine cannot run them (not root, no kernel support) without failing the run")
-		parallel  = flag.Int("parallel", conformance.DefaultParallel, "how many scenarios run at once")
+		jobs      = flag.Int("jobs", conformance.DefaultParallel, "how many scenarios run at once")
 	)
 	// Ginkgo's own flags (--ginkgo.label-filter, --ginkgo.v, ...) work
 	// too; the usage lists ours.
@@ -92,7 +92,7 @@ func run() int {
 		}
 		xfail = ids
 	}
-	cfg := conformance.Config{Adapter: strings.Fields(*adapter), Strict: *strict, Timeout: *timeout, Wait: *wait, Parallel: *parallel}
+	cfg := conformance.Config{Adapter: strings.Fields(*adapter), Strict: *strict, Timeout: *timeout, Wait: *wait, Parallel: *jobs}
 	for _, id := range strings.Split(*allowSkip, ",") {
 		if id = strings.TrimSpace(id); id != "" {
 			cfg.AllowSkip = append(cfg.AllowSkip, id)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,7 +24,7 @@ import (
 func Main() int {
 	return kit.Main(&adapter{}, kit.Options{
 		Implementation: "graceful (Go reference)",
-		Features:       []string{"kv"},
+		Features:       []string{"kv", "sessions", "dial", "authorize", "limits", "abstract"},
 	})
 }
 
@@ -49,20 +50,21 @@ func (c coded) Unwrap() error { return c.err }
 func (c coded) Code() string {
 	for _, m := range []struct {
 		err  error
-		code wire.Code
+		code string
 	}{
-		{graceful.ErrMalformed, wire.CodeMalformed},
-		{graceful.ErrUnsupportedVersion, wire.CodeUnsupportedVersion},
-		{graceful.ErrUnauthorized, wire.CodeUnauthorized},
-		{graceful.ErrTooLarge, wire.CodeTooLarge}, // ErrMetaTooLarge matches it too
-		{graceful.ErrTruncated, wire.CodeTruncated},
-		{graceful.ErrRejected, wire.CodeRejected},
-		{graceful.ErrSenderFailed, wire.CodeSenderFailed},
-		{graceful.ErrPeerClosed, wire.CodePeerClosed},
-		{graceful.ErrBusy, wire.CodeBusy},
+		{graceful.ErrUnconfirmed, "UNCONFIRMED"},
+		{graceful.ErrMalformed, wire.CodeMalformed.String()},
+		{graceful.ErrUnsupportedVersion, wire.CodeUnsupportedVersion.String()},
+		{graceful.ErrUnauthorized, wire.CodeUnauthorized.String()},
+		{graceful.ErrTooLarge, wire.CodeTooLarge.String()}, // ErrMetaTooLarge matches it too
+		{graceful.ErrTruncated, wire.CodeTruncated.String()},
+		{graceful.ErrRejected, wire.CodeRejected.String()},
+		{graceful.ErrSenderFailed, wire.CodeSenderFailed.String()},
+		{graceful.ErrPeerClosed, wire.CodePeerClosed.String()},
+		{graceful.ErrBusy, wire.CodeBusy.String()},
 	} {
 		if errors.Is(c.err, m.err) {
-			return m.code.String()
+			return m.code
 		}
 	}
 	var ne net.Error
@@ -88,13 +90,31 @@ func kindOf(name string) graceful.Kind {
 	return wire.KindRaw
 }
 
-// Serve runs a graceful.Server on the socket path.
-func (a *adapter) Serve(req kit.ServeRequest) (<-chan kit.Outcome, error) {
-	outcomes := make(chan kit.Outcome, 64)
+// policy is the Authorize hook for a list of uids (feature authorize); nil
+// keeps the library's default.
+func policy(uids *[]int) func(graceful.PeerCred) error {
+	if uids == nil {
+		return nil
+	}
+	allowed := append([]int{}, (*uids)...)
+	return func(c graceful.PeerCred) error {
+		if slices.Contains(allowed, c.UID) {
+			return nil
+		}
+		return fmt.Errorf("uid %d is not in %v", c.UID, allowed)
+	}
+}
+
+// server is the graceful.Server for a serve or send request, reporting
+// each connection's end on outcomes.
+func server(req kit.ServeRequest, outcomes chan kit.Outcome) *graceful.Server {
 	descs := req.Descriptors
-	s := &graceful.Server{
-		Timeout:      req.Timeout,
-		ReadyTimeout: req.ReadyTimeout,
+	return &graceful.Server{
+		Timeout:        req.Timeout,
+		ReadyTimeout:   req.ReadyTimeout,
+		SessionTimeout: req.SessionTimeout,
+		MaxPending:     req.MaxPending,
+		Authorize:      policy(req.Authorize),
 		Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
 			for _, d := range descs {
 				var meta io.WriterTo
@@ -120,40 +140,54 @@ func (a *adapter) Serve(req kit.ServeRequest) (<-chan kit.Outcome, error) {
 			}
 		},
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.ListenAndServe(req.Socket) }()
-	// ListenAndServe puts the socket at its path only once it listens.
-	deadline := time.Now().Add(req.Timeout + time.Second)
-	for {
-		if st, err := os.Stat(req.Socket); err == nil && st.Mode()&os.ModeSocket != 0 {
-			break
-		}
-		select {
-		case err := <-served:
-			return nil, wrap(err)
-		case <-time.After(time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.Close()
-			return nil, fmt.Errorf("no socket at %s after %v", req.Socket, req.Timeout)
-		}
+}
+
+// Serve runs a graceful.Server on the socket path.
+func (a *adapter) Serve(req kit.ServeRequest) (<-chan kit.Outcome, error) {
+	outcomes := make(chan kit.Outcome, 256)
+	s := server(req, outcomes)
+	ln, err := graceful.Listen(req.Socket)
+	if err != nil {
+		return nil, wrap(err)
 	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
 	a.mu.Lock()
 	a.server, a.served = s, served
 	a.mu.Unlock()
 	return outcomes, nil
 }
 
-// Receive runs one session with graceful.Client.
-func (a *adapter) Receive(req kit.ReceiveRequest) ([]kit.Received, error) {
-	c := &graceful.Client{Timeout: req.Timeout, CheckKinds: true}
-	conn, err := c.Dial(req.Socket)
+// Send dials a listening receiver and serves that connection (feature
+// dial).
+func (a *adapter) Send(req kit.ServeRequest) kit.Outcome {
+	outcomes := make(chan kit.Outcome, 256)
+	s := server(req, outcomes)
+	conn, err := net.DialTimeout("unix", req.Socket, req.Timeout)
 	if err != nil {
-		return nil, wrap(err)
+		return kit.Outcome{Err: wrap(err)}
 	}
 	defer conn.Close()
+	s.ServeConn(conn)
+	// ServeConn reports every session of the connection: the last counts.
+	var last kit.Outcome
+	for {
+		select {
+		case o := <-outcomes:
+			last = o
+		default:
+			return last
+		}
+	}
+}
+
+// Receive runs the sessions of a request with graceful.Client.
+func (a *adapter) Receive(req kit.ReceiveRequest) ([]kit.Received, error) {
+	c := &graceful.Client{Timeout: req.Timeout, CheckKinds: true, SessionTimeout: req.SessionTimeout,
+		MaxFds: req.MaxFds, MaxMetaBytes: req.MaxMetaBytes, Authorize: policy(req.Authorize)}
 	var got []kit.Received
-	err = c.ReceiveFrom(conn, func(fd int, meta io.Reader) error {
+	refused := false
+	cb := func(fd int, meta io.Reader) error {
 		r := kit.Received{Fd: fd}
 		if meta != nil {
 			b, err := io.ReadAll(meta)
@@ -171,15 +205,39 @@ func (a *adapter) Receive(req kit.ReceiveRequest) ([]kit.Received, error) {
 			}
 		}
 		got = append(got, r)
-		if len(got)-1 == req.Reject {
+		if len(got)-1 == req.Reject && !refused {
+			refused = true
 			return errors.New("refused by the adapter")
 		}
 		return nil
-	})
-	if err == nil && req.Ready {
-		err = c.Ready(conn)
 	}
-	return got, wrap(err)
+	if req.Sessions <= 1 {
+		if req.Ready {
+			return got, wrap(c.Receive(req.Socket, cb))
+		}
+		conn, err := c.Dial(req.Socket)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		defer conn.Close()
+		return got, wrap(c.ReceiveFrom(conn, cb))
+	}
+	conn, err := c.Dial(req.Socket)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	defer conn.Close()
+	for i := 0; i < req.Sessions; i++ {
+		if err := c.ReceiveFrom(conn, cb); err != nil {
+			return got, wrap(err)
+		}
+		if req.Ready {
+			if err := c.Ready(conn); err != nil {
+				return got, wrap(err)
+			}
+		}
+	}
+	return got, nil
 }
 
 // Close stops the server and waits for it.
@@ -192,6 +250,10 @@ func (a *adapter) Close() error {
 		return nil
 	}
 	err := s.Close()
-	<-served
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		fmt.Fprintln(os.Stderr, "adapter: the server did not stop within 10 s")
+	}
 	return err
 }
