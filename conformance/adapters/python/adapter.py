@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pygraceful as pg  # noqa: E402
 
 CONTRACT = 1
-IMPLEMENTATION = "pygraceful 1.0 (Python %d.%d standard library)" % sys.version_info[:2]
+IMPLEMENTATION = "pygraceful 1.1 (Python %d.%d standard library)" % sys.version_info[:2]
+FEATURES = ["kv", "sessions", "dial", "authorize", "limits", "abstract"]
 MAX_CHALLENGE_READ = 65536
 
 KIND_BY_NAME = {k.name.lower(): k for k in pg.Kind}
@@ -41,6 +42,15 @@ def log(msg: str) -> None:
 
 class BadRequest(Exception):
     """A request the adapter cannot parse or does not know: exit status 2."""
+
+
+def policy(req: dict):
+    """Feature authorize: the peer's uid must be one of req["authorize"]["uids"]."""
+    auth = req.get("authorize")
+    if auth is None:
+        return None
+    uids = set(auth.get("uids") or [])
+    return lambda cred: cred.uid in uids
 
 
 def b64(data: bytes | None) -> str | None:
@@ -84,13 +94,12 @@ class Adapter:
         if CONTRACT not in contracts:
             return {"ok": False, "error": {"code": "OTHER", "message": f"contracts {contracts}: this adapter speaks {CONTRACT}"}}
         return {"ok": True, "contract": CONTRACT, "implementation": IMPLEMENTATION,
-                "pid": os.getpid(), "features": ["kv"]}
+                "pid": os.getpid(), "features": FEATURES}
 
     # -- sender --------------------------------------------------------------
 
-    def serve(self, req: dict) -> dict:
-        if self.server is not None:
-            return failure(pg.GracefulError("OTHER", "already serving"))
+    def server_for(self, req: dict, done) -> pg.Server:
+        """A Server for a serve or send request (GracefulError if the set is refused)."""
         descriptors = []
         for item in req["descriptors"]:
             kind = KIND_BY_NAME.get(item.get("kind"))
@@ -100,7 +109,7 @@ class Adapter:
                 try:
                     meta = pg.encode_kv(item["kv"])
                 except (UnicodeEncodeError, AttributeError) as e:
-                    return failure(pg.GracefulError("OTHER", f"kv {item['kv']!r}: {e}"))
+                    raise pg.GracefulError("OTHER", f"kv {item['kv']!r}: {e}") from e
             else:
                 meta = unb64(item.get("meta"))
             descriptors.append(pg.Descriptor(item["fd"], kind, meta))
@@ -108,13 +117,24 @@ class Adapter:
         timeout = seconds(req["timeout_ms"])
         ready_timeout = seconds(req["ready_timeout_ms"])
         self.result_wait = max(30.0, 4 * (timeout + ready_timeout))
+        options = {}
+        if req.get("session_timeout_ms") is not None:
+            options["session_timeout"] = seconds(req["session_timeout_ms"])
+        if req.get("max_pending") is not None:
+            options["max_pending"] = req["max_pending"]
+        return pg.Server(descriptors, timeout=timeout, ready_timeout=ready_timeout,
+                         authorize=policy(req), done=done, **options)
+
+    def serve(self, req: dict) -> dict:
+        if self.server is not None:
+            return failure(pg.GracefulError("OTHER", "already serving"))
 
         def done(result: pg.Result) -> None:
             log(f"connection ended: {result.outcome or result.error}")
             self.results.put(result)
 
         try:
-            server = pg.Server(descriptors, timeout=timeout, ready_timeout=ready_timeout, done=done)
+            server = self.server_for(req, done)
         except pg.GracefulError as e:
             return failure(e)
         try:
@@ -125,6 +145,24 @@ class Adapter:
         server.start()
         self.server = server
         return {"ok": True}
+
+    def send(self, req: dict) -> dict:
+        """Feature dial: connect to a listening receiver and serve that connection."""
+        try:
+            server = self.server_for(req, lambda result: None)
+        except pg.GracefulError as e:
+            return failure(e)
+        try:
+            conn = pg.Conn(pg.connect(req["socket"], server.timeout), receiver=False)
+            try:
+                outcome = server.serve_conn(conn)
+            finally:
+                conn.close()
+        except pg.GracefulError as e:
+            return failure(e)
+        finally:
+            server.close()
+        return {"ok": True, "outcome": outcome}
 
     def result(self, req: dict) -> dict:
         if self.server is None:
@@ -150,10 +188,17 @@ class Adapter:
                 raise ValueError("refused by the adapter (reject)")
 
         answer: dict = {"ok": True}
+        options = {}
+        if req.get("session_timeout_ms") is not None:
+            options["session_timeout"] = seconds(req["session_timeout_ms"])
+        if req.get("max_fds") is not None or req.get("max_meta_bytes") is not None:
+            options["limits"] = pg.Limits(req.get("max_fds") or pg.DEFAULT_MAX_FDS,
+                                          req.get("max_meta_bytes") or pg.DEFAULT_MAX_META)
         try:
-            pg.receive(req["socket"], take, timeout=seconds(req["timeout_ms"]), ready=bool(req["ready"]))
+            pg.receive(req["socket"], take, timeout=seconds(req["timeout_ms"]), ready=bool(req["ready"]),
+                       sessions=req.get("sessions") or 1, authorize=policy(req), **options)
         except pg.GracefulError as e:
-            answer = failure(e)
+            answer = failure(e)  # UNCONFIRMED included: the descriptors are listed either way
         self.received = handed
         answer["descriptors"] = [self.describe(d, bool(req.get("kv"))) for d in handed]
         return answer
@@ -282,7 +327,7 @@ def write(answer: dict) -> None:
 
 def main() -> int:
     adapter = Adapter()
-    ops = {"hello": adapter.hello, "serve": adapter.serve, "result": adapter.result,
+    ops = {"hello": adapter.hello, "serve": adapter.serve, "result": adapter.result, "send": adapter.send,
            "receive": adapter.receive, "challenge": adapter.challenge, "exit": adapter.exit}
     first = True
     for line in sys.stdin:

@@ -1,4 +1,4 @@
-"""pygraceful: the graceful descriptor hand-off protocol, version 1, in Python.
+"""pygraceful: the graceful descriptor hand-off protocol, version 1 (revision 1.1), in Python.
 
 An independent implementation of spec/protocol.md using only the Python 3.11
 standard library, written from the specification alone. Both roles:
@@ -13,13 +13,15 @@ Sender (the old process)::
 
     server = pygraceful.Server([pygraceful.Descriptor(ln.fileno(), Kind.LISTENER, b"http")])
     server.listen("/run/app.sock")                      # mode 0600 from birth
-    server.start()                                      # a thread per connection
+    server.start()                                      # one thread for every waiting connection
     ...
     server.close()
 
-Every blocking step has a deadline; every descriptor received is handed to
-the user or closed; a failure raises GracefulError whose code is the
-protocol's error name (section 8), "TIMEOUT" or "OTHER".
+Every blocking step has a deadline, every session too; every descriptor
+received is handed to the user or closed; each side checks the other's
+credentials (same effective uid by default) before anything else; a failure
+raises GracefulError whose code is the protocol's error name (section 8),
+"TIMEOUT", "UNCONFIRMED" or "OTHER".
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ import dataclasses
 import enum
 import errno
 import os
-import select
+import selectors
 import socket
 import stat
 import struct
 import tempfile
 import threading
 import time
+import typing
 from typing import Callable, Iterable
 
 VERSION = 1
@@ -47,7 +50,10 @@ MAX_PAYLOAD = 1 << 20
 MAX_ERROR_MESSAGE = 1024
 MAX_COUNT = 2**32 - 1
 DEFAULT_TIMEOUT = 10.0
-DEFAULT_READY_TIMEOUT = 30.0
+DEFAULT_READY_TIMEOUT = 10.0  # RDY-4: no longer than the step deadline
+DEFAULT_MAX_PENDING = 64  # LIM-3
+DEFAULT_MAX_FDS = 16384  # LIM-2
+DEFAULT_MAX_META = 16 << 20  # LIM-2
 HAS_META = 0x01
 
 HEADER = struct.Struct(">BBHI")  # type, flags, nfds, length
@@ -100,8 +106,10 @@ _FIXED_LENGTH = {
 # Room for 253 descriptors (TRN-7) plus an SCM_CREDENTIALS and an SCM_PIDFD
 # message, should the socket ever have SO_PASSCRED or SO_PASSPIDFD on.
 ANCBUFSIZE = socket.CMSG_SPACE(253 * 4) + socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4)
-# Linux's SCM_PIDFD (SO_PASSPIDFD), which Python 3.11 does not name.
+# Linux's SCM_PIDFD (SO_PASSPIDFD) and SO_PASSRIGHTS (6.16 and later), which
+# Python 3.11 does not name.
 SCM_PIDFD = getattr(socket, "SCM_PIDFD", 0x04)
+SO_PASSRIGHTS = getattr(socket, "SO_PASSRIGHTS", 83)
 _CLOEXEC_FLAG = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
@@ -109,8 +117,10 @@ class GracefulError(Exception):
     """A failed session.
 
     code is a protocol error name ("MALFORMED", ... see Code), "TIMEOUT" when
-    a deadline passed, or "OTHER". remote is True when the peer reported the
-    failure in an ERROR frame (then code is the peer's code).
+    a deadline passed, "UNCONFIRMED" when every descriptor of the set was
+    handed to the user but the sender may not have heard the ACK (ACK-3: the
+    set is the user's), or "OTHER". remote is True when the peer reported
+    the failure in an ERROR frame (then code is the peer's code).
     """
 
     def __init__(self, code: str, message: str, *, remote: bool = False):
@@ -118,6 +128,8 @@ class GracefulError(Exception):
         self.code = code
         self.message = message
         self.remote = remote
+        # told: the peer already has its ERROR (a refusal written at once).
+        self.told = False
 
 
 def _fail(code: str, message: str) -> GracefulError:
@@ -175,28 +187,43 @@ def encode_batch(descriptors: list[Descriptor]) -> bytes:
     return encode_frame(FrameType.BATCH, b"".join(records), len(descriptors))
 
 
-def check_header(ftype: int, flags: int, nfds: int, length: int) -> None:
-    """Reject a frame header before its payload is read (FRM-2..4, RCV-2)."""
-    if flags != 0:
-        raise _fail("MALFORMED", f"frame type {ftype} has flags {flags:#x}, want 0")
-    if ftype not in FrameType._value2member_map_:
-        raise _fail("MALFORMED", f"unknown frame type {ftype}")
-    if length > MAX_PAYLOAD:
-        raise _fail("TOO_LARGE", f"{FrameType(ftype).name} payload of {length} bytes is over {MAX_PAYLOAD}")
-    name = FrameType(ftype).name
-    if ftype == FrameType.BATCH:
-        if not 1 <= nfds <= MAX_FDS_PER_BATCH:
-            raise _fail("MALFORMED", f"BATCH declares {nfds} descriptors, want 1..{MAX_FDS_PER_BATCH}")
-        if length < nfds * RECORD.size:
-            raise _fail("MALFORMED", f"BATCH of {nfds} records has only {length} bytes")
-        return
-    if nfds != 0:
-        raise _fail("MALFORMED", f"{name} declares {nfds} descriptors, want 0")
-    want = _FIXED_LENGTH.get(ftype)
-    if want is not None and length != want:
-        raise _fail("MALFORMED", f"{name} payload is {length} bytes, want {want}")
-    if ftype == FrameType.ERROR and not ERROR_HEAD.size <= length <= ERROR_HEAD.size + MAX_ERROR_MESSAGE:
-        raise _fail("MALFORMED", f"ERROR payload is {length} bytes, want 4..{4 + MAX_ERROR_MESSAGE}")
+def check_header(ftype: int, flags: int, nfds: int, length: int,
+                 allowed: Iterable[int] | None = None) -> None:
+    """Judge a frame header before its payload is read (FRM-4, FRM-6).
+
+    The fields are checked in FRM-4's order, the first rule broken decides:
+    flags, type (known, and one of allowed: what may come at this point of
+    the session), nfds, length (over 1 MiB: TOO_LARGE; not what the type
+    requires: MALFORMED). An ERROR frame that breaks a rule is still the
+    end of the session, never answered (ERR-3): the error is remote.
+    """
+    try:
+        if flags != 0:
+            raise _fail("MALFORMED", f"frame type {ftype} has flags {flags:#x}, want 0")
+        if ftype not in FrameType._value2member_map_:
+            raise _fail("MALFORMED", f"unknown frame type {ftype}")
+        name = FrameType(ftype).name
+        if allowed is not None and ftype not in allowed:
+            want = "/".join(FrameType(t).name for t in allowed)
+            raise _fail("MALFORMED", f"{name} where {want} is due")
+        if ftype == FrameType.BATCH:
+            if not 1 <= nfds <= MAX_FDS_PER_BATCH:
+                raise _fail("MALFORMED", f"BATCH declares {nfds} descriptors, want 1..{MAX_FDS_PER_BATCH}")
+        elif nfds != 0:
+            raise _fail("MALFORMED", f"{name} declares {nfds} descriptors, want 0")
+        if length > MAX_PAYLOAD:
+            raise _fail("TOO_LARGE", f"frame of {length} bytes, limit {MAX_PAYLOAD}")
+        want = _FIXED_LENGTH.get(ftype)
+        if want is not None and length != want:
+            raise _fail("MALFORMED", f"{name} payload is {length} bytes, want {want}")
+        if ftype == FrameType.BATCH and length < nfds * RECORD.size:
+            raise _fail("MALFORMED", f"BATCH of {nfds} records in {length} bytes")
+        if ftype == FrameType.ERROR and not ERROR_HEAD.size <= length <= ERROR_HEAD.size + MAX_ERROR_MESSAGE:
+            raise _fail("MALFORMED", f"ERROR payload is {length} bytes, want 4..{4 + MAX_ERROR_MESSAGE}")
+    except GracefulError as err:
+        if ftype == FrameType.ERROR:
+            err.remote = True  # a broken ERROR is an ERROR all the same
+        raise
 
 
 def decode_records(payload: bytes, nfds: int) -> list[tuple[Kind, bytes | None]]:
@@ -230,7 +257,9 @@ def decode_error(payload: bytes) -> GracefulError:
     """The failure an ERROR frame reports, or MALFORMED if the frame is bad."""
     code, message_length = ERROR_HEAD.unpack_from(payload)
     if message_length > MAX_ERROR_MESSAGE or ERROR_HEAD.size + message_length != len(payload):
-        return _fail("MALFORMED", f"ERROR message_length {message_length} does not match its {len(payload)}-byte payload")
+        # Still the end of the session, and never answered (ERR-3).
+        return GracefulError("MALFORMED", f"ERROR message_length {message_length} does not match its "
+                                          f"{len(payload)}-byte payload", remote=True)
     message = payload[ERROR_HEAD.size:].decode("utf-8", "replace")
     if code in Code._value2member_map_:
         name = Code(code).name
@@ -365,18 +394,87 @@ def _remaining(deadline: float) -> float:
     return left
 
 
+def _abstract(path: str) -> str:
+    """A socket address: "@name" is the Linux abstract address "name"."""
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+# ---------------------------------------------------------------------------
+# Credentials (section 9).
+
+
+class PeerCred(typing.NamedTuple):
+    """What the kernel recorded of the peer when the connection was made."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_cred(sock: socket.socket) -> PeerCred:
+    """The peer's credentials (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return PeerCred(*struct.unpack("3i", creds))
+
+
+def _overflow_id(kind: str) -> int:
+    try:
+        with open(f"/proc/sys/kernel/overflow{kind}") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 65534
+
+
+OVERFLOW_UID = _overflow_id("uid")
+OVERFLOW_GID = _overflow_id("gid")
+
+Authorize = Callable[[PeerCred], bool]
+
+
+def check_peer(cred: PeerCred, authorize: Authorize | None) -> None:
+    """Refuse a peer the policy does not admit (AUTH-1, AUTH-5, AUTH-7).
+
+    The overflow ids, which stand for a peer the kernel could not map into
+    our user namespace, never pass; then authorize decides, by default the
+    same effective uid as ours.
+    """
+    if cred.uid == OVERFLOW_UID or cred.gid == OVERFLOW_GID:
+        raise _fail("UNAUTHORIZED", f"peer {cred} is the overflow user or group")
+    if authorize is None:
+        if cred.uid != os.geteuid():
+            raise _fail("UNAUTHORIZED", f"peer uid {cred.uid}, this process runs as {os.geteuid()}")
+    elif not authorize(cred):
+        raise _fail("UNAUTHORIZED", f"peer {cred} is not admitted")
+
+
+def _refuse_rights(sock: socket.socket) -> None:
+    """SND-9: have the kernel refuse descriptors pushed at us, where it can."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS, 0)
+    except OSError:
+        pass  # before Linux 6.16: reads without a control buffer discard them
+
+
+# ---------------------------------------------------------------------------
+# A connection: frames in and out, and the descriptor queue of section 4.3.
+
+
 class Conn:
     """One end of a protocol connection.
 
     It owns the socket and every descriptor received on it and not yet taken
-    with take_fds; close() closes them all.
+    with take_fds; close() closes them all. A sender's Conn reads with no
+    room for control data: descriptors pushed at it are never installed
+    (SND-9). session_end, when set, bounds every step (LIM-1).
     """
 
     ancbufsize = ANCBUFSIZE
     recv_size = 65536
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, *, receiver: bool = True):
         self.sock = sock
+        self.receiver = receiver
+        self.session_end: float | None = None
         self._buf = bytearray()
         self._fds: collections.deque[int] = collections.deque()
         self._mid_frame = False  # a frame write stopped half-way: no more frames
@@ -397,22 +495,48 @@ class Conn:
         self._fds.clear()
         return n
 
-    def read_frame(self, timeout: float, *, eof_ok: bool = False) -> Frame | None:
-        """The next frame, read within timeout seconds.
+    def _deadline(self, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        if self.session_end is not None and self.session_end < deadline:
+            return self.session_end
+        return deadline
+
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes read elsewhere (the Server's loop), to be framed here."""
+        self._buf += data
+
+    def next_frame(self, allowed: Iterable[int] | None = None,
+                   judge: Callable[[int, int, int], None] | None = None) -> Frame | None:
+        """The next complete frame of what was read, or None; the header is
+        judged as soon as it is in (FRM-6)."""
+        if len(self._buf) < HEADER.size:
+            return None
+        ftype, flags, nfds, length = HEADER.unpack_from(self._buf)
+        check_header(ftype, flags, nfds, length, allowed)
+        if judge is not None:
+            judge(ftype, nfds, length)
+        end = HEADER.size + length
+        if len(self._buf) < end:
+            return None
+        payload = bytes(self._buf[HEADER.size:end])
+        del self._buf[:end]
+        return Frame(ftype, nfds, payload)
+
+    def read_frame(self, timeout: float, *, eof_ok: bool = False, allowed: Iterable[int] | None = None,
+                   judge: Callable[[int, int, int], None] | None = None) -> Frame | None:
+        """The next frame, read within timeout seconds (and the session's deadline).
 
         None when the peer closed cleanly before its first byte and eof_ok;
         otherwise end of stream is PEER_CLOSED.
         """
-        deadline = time.monotonic() + timeout
+        deadline = self._deadline(timeout)
         while True:
-            if len(self._buf) >= HEADER.size:
-                ftype, flags, nfds, length = HEADER.unpack_from(self._buf)
-                check_header(ftype, flags, nfds, length)
-                end = HEADER.size + length
-                if len(self._buf) >= end:
-                    payload = bytes(self._buf[HEADER.size:end])
-                    del self._buf[:end]
-                    return Frame(ftype, nfds, payload)
+            frame = self.next_frame(allowed, judge)
+            if frame is not None:
+                return frame
             # Every complete frame read so far has been handed out (RCV-3).
             if len(self._fds) > MAX_FDS_PER_BATCH:
                 raise _fail("MALFORMED", f"{len(self._fds)} descriptors arrived that no frame accounts for")
@@ -424,13 +548,25 @@ class Conn:
 
     def _recv(self, deadline: float) -> int:
         """One recvmsg: append its bytes and descriptors; 0 at end of stream."""
-        self.sock.settimeout(_remaining(deadline))
         try:
-            data, ancdata, msg_flags, _ = self.sock.recvmsg(self.recv_size, self.ancbufsize, _CLOEXEC_FLAG)
+            self.sock.settimeout(_remaining(deadline))
+        except GracefulError:
+            if self.session_end is not None and deadline >= self.session_end:
+                raise _fail("TIMEOUT", "session deadline passed") from None
+            raise
+        ancbufsize = self.ancbufsize if self.receiver else 0
+        try:
+            data, ancdata, msg_flags, _ = self.sock.recvmsg(self.recv_size, ancbufsize, _CLOEXEC_FLAG)
         except TimeoutError:
             raise _fail("TIMEOUT", "no data from the peer before the deadline") from None
         except ConnectionResetError:
             return 0
+        if not self.receiver:
+            if msg_flags & socket.MSG_CTRUNC:
+                # The kernel discarded descriptors a receiver pushed at us.
+                raise _fail("MALFORMED", "the receiver sent descriptors")
+            self._buf += data
+            return len(data)
         fds = fds_from_ancdata(ancdata)
         if not _CLOEXEC_FLAG:
             for fd in fds:
@@ -443,8 +579,8 @@ class Conn:
         return len(data)
 
     def write(self, data: bytes, timeout: float, fds: list[int] | None = None) -> None:
-        """Write data within timeout seconds, fds attached to its first byte (TRN-3)."""
-        deadline = time.monotonic() + timeout
+        """Write a frame within one deadline, fds attached to its first byte (TRN-3, TRN-8)."""
+        deadline = self._deadline(timeout)
         view = memoryview(data)
         sent_any = False
         try:
@@ -490,8 +626,13 @@ class Conn:
 
 
 def _fail_session(conn: Conn, err: GracefulError, timeout: float) -> None:
-    """ERR-1: send the matching ERROR if we found the fault, and close everything."""
-    if not err.remote:
+    """ERR-1: send the matching ERROR if we found the fault, and close everything.
+
+    No ERROR answers an ERROR (ERR-3), and none is sent for a deadline
+    (TRN-8: TIMEOUT is no protocol code).
+    """
+    if not err.remote and not err.told:
+        conn.session_end = None  # the ERROR gets its own step
         conn.send_error(err.code, err.message, timeout)
     conn.close()
 
@@ -501,11 +642,11 @@ def _fail_session(conn: Conn, err: GracefulError, timeout: float) -> None:
 
 
 def connect(path: str, timeout: float = DEFAULT_TIMEOUT) -> socket.socket:
-    """A unix stream connection to path, within timeout seconds (TRN-8)."""
+    """A unix stream connection to path ("@name": abstract), within timeout seconds (TRN-8)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(path)
+        sock.connect(_abstract(path))
     except TimeoutError:
         sock.close()
         raise _fail("TIMEOUT", f"connect {path}: deadline passed") from None
@@ -518,8 +659,16 @@ def connect(path: str, timeout: float = DEFAULT_TIMEOUT) -> socket.socket:
 Handler = Callable[[Descriptor], None]
 
 
+@dataclasses.dataclass
+class Limits:
+    """A receiver's bounds on one set (LIM-2)."""
+
+    max_fds: int = DEFAULT_MAX_FDS
+    max_meta: int = DEFAULT_MAX_META
+
+
 def receive_session(conn: Conn, handler: Handler, timeout: float = DEFAULT_TIMEOUT,
-                    check_kinds: bool = True) -> int:
+                    check_kinds: bool = True, limits: Limits | None = None) -> int:
     """Run one receiver session on conn: HELLO ... END, hand over, ACK.
 
     handler is called once per descriptor, in record order, only after the
@@ -527,20 +676,27 @@ def receive_session(conn: Conn, handler: Handler, timeout: float = DEFAULT_TIMEO
     call on, even if it raises. Raising refuses the set: the remaining
     descriptors are closed and the peer gets ERROR REJECTED. Returns the
     session's count. On failure the connection is closed and GracefulError
-    raised, with every descriptor not handed over closed.
+    raised, with every descriptor not handed over closed. Once every
+    descriptor was handed over, a failure to write ACK is UNCONFIRMED (the
+    connection is closed; the set is the user's).
     """
     try:
-        received = _receive_set(conn, timeout, check_kinds)
+        received = _receive_set(conn, timeout, check_kinds, limits or Limits())
         for i, d in enumerate(received):
             try:
                 handler(d)
             except Exception as e:  # the user refused: ACK-1
                 close_fds(x.fd for x in received[i + 1:])
                 raise _fail("REJECTED", f"descriptor {i} refused: {e}") from e
-        conn.write(encode_count(FrameType.ACK, len(received)), timeout)
+        try:
+            conn.write(encode_count(FrameType.ACK, len(received)), timeout)
+        except GracefulError as e:
+            conn.close()
+            raise GracefulError("UNCONFIRMED", f"every descriptor was handed over; ACK not written: {e.message}") from e
         return len(received)
     except GracefulError as err:
-        _fail_session(conn, err, timeout)
+        if err.code != "UNCONFIRMED":
+            _fail_session(conn, err, timeout)
         raise
     except Exception as e:  # ERR-2: a bug of ours still closes everything
         err = _fail("OTHER", f"receiver failed: {e!r}")
@@ -548,26 +704,45 @@ def receive_session(conn: Conn, handler: Handler, timeout: float = DEFAULT_TIMEO
         raise err from e
 
 
-def _receive_set(conn: Conn, timeout: float, check_kinds: bool) -> list[Descriptor]:
-    conn.write(encode_hello(), timeout)
-    frame = conn.read_frame(timeout)
+def _receive_set(conn: Conn, timeout: float, check_kinds: bool, limits: Limits) -> list[Descriptor]:
+    try:
+        conn.write(encode_hello(), timeout)
+    except GracefulError as e:
+        # AUTH-9: a sender that refused us and closed may have written why:
+        # it is still there to read.
+        if e.code != "PEER_CLOSED":
+            raise
+    frame = conn.read_frame(timeout, allowed=(FrameType.WELCOME, FrameType.ERROR))
     if frame.type == FrameType.ERROR:
         raise decode_error(frame.payload)
-    if frame.type != FrameType.WELCOME:
-        raise _fail("MALFORMED", f"{FrameType(frame.type).name} where WELCOME was expected")
     (version,) = U16.unpack(frame.payload)
     if version != VERSION:
         raise _fail("UNSUPPORTED_VERSION", f"WELCOME names version {version}, we sent {VERSION}..{VERSION}")
     received: list[Descriptor] = []
+    meta = 0
+
+    def judge(ftype: int, nfds: int, length: int) -> None:
+        # LIM-2, decided from the header of the BATCH that would cross it.
+        if ftype != FrameType.BATCH:
+            return
+        if len(received) + nfds > limits.max_fds:
+            raise _fail("TOO_LARGE", f"set of {len(received) + nfds} descriptors, limit {limits.max_fds}")
+        if meta + length - nfds * RECORD.size > limits.max_meta:
+            raise _fail("TOO_LARGE", f"set of {meta + length - nfds * RECORD.size} bytes of metadata, "
+                                     f"limit {limits.max_meta}")
+
     try:
         while True:
-            frame = conn.read_frame(timeout)
+            frame = conn.read_frame(timeout, allowed=(FrameType.BATCH, FrameType.END, FrameType.ERROR), judge=judge)
             if frame.type == FrameType.BATCH:
-                records = decode_records(frame.payload, frame.nfds)
                 fds = conn.take_fds(frame.nfds)
-                received += [Descriptor(fd, kind, meta) for fd, (kind, meta) in zip(fds, records)]
-                if len(received) > MAX_COUNT:
-                    raise _fail("MALFORMED", "more than 2^32-1 descriptors in one session")
+                try:
+                    records = decode_records(frame.payload, frame.nfds)
+                except GracefulError:
+                    close_fds(fds)
+                    raise
+                received += [Descriptor(fd, kind, m) for fd, (kind, m) in zip(fds, records)]
+                meta += len(frame.payload) - frame.nfds * RECORD.size
                 if check_kinds:
                     first = len(received) - len(fds)
                     for i, d in enumerate(received[first:], first):
@@ -580,24 +755,60 @@ def _receive_set(conn: Conn, timeout: float, check_kinds: bool) -> list[Descript
                 if conn.pending_fds:
                     raise _fail("MALFORMED", f"{conn.pending_fds} descriptors arrived beyond the BATCH frames")
                 return received
-            elif frame.type == FrameType.ERROR:
-                raise decode_error(frame.payload)
             else:
-                raise _fail("MALFORMED", f"{FrameType(frame.type).name} where BATCH or END was expected")
+                raise decode_error(frame.payload)
     except BaseException:
         close_fds(d.fd for d in received)
         raise
 
 
-def receive(path: str, handler: Handler, *, timeout: float = DEFAULT_TIMEOUT,
-            ready: bool = True, check_kinds: bool = True) -> int:
-    """Connect to a sender at path, run one session, send READY if ready, close."""
+def _open_checked(path: str, timeout: float, authorize: Authorize | None) -> Conn:
+    """A connection to the sender at path, whose credentials pass (AUTH-5)."""
     conn = Conn(connect(path, timeout))
     try:
-        count = receive_session(conn, handler, timeout, check_kinds)
-        if ready:
-            send_ready(conn, timeout)
-        return count
+        check_peer(peer_cred(conn.sock), authorize)
+    except GracefulError as err:
+        _fail_session(conn, err, timeout)  # ERROR UNAUTHORIZED, and close
+        raise
+    return conn
+
+
+def receive(path: str, handler: Handler, *, timeout: float = DEFAULT_TIMEOUT,
+            ready: bool = True, check_kinds: bool = True, sessions: int = 1,
+            session_timeout: float | None = None, authorize: Authorize | None = None,
+            limits: Limits | None = None) -> int:
+    """Connect to a sender at path, run sessions (one by default), close.
+
+    Each session sends READY after ACK when ready. The sender's credentials
+    are checked before anything is written (AUTH-5: same effective uid by
+    default, or authorize). A sender that answers BUSY is asked again on a
+    new connection, with a short back-off, until the session deadline
+    (AUTH-10). session_timeout bounds the whole, 3 * timeout by default
+    (LIM-1). Returns the count of descriptors handed over.
+    """
+    end = time.monotonic() + (session_timeout if session_timeout is not None else 3 * timeout)
+    pause = 0.001
+    while True:
+        try:
+            return _receive_once(path, handler, timeout, ready, check_kinds, sessions, end, authorize, limits)
+        except GracefulError as e:
+            if not (e.remote and e.code == "BUSY") or time.monotonic() + pause >= end:
+                raise
+        time.sleep(pause)  # a back-off, not a synchronisation
+        pause = min(2 * pause, 0.1)
+
+
+def _receive_once(path: str, handler: Handler, timeout: float, ready: bool, check_kinds: bool,
+                  sessions: int, end: float, authorize: Authorize | None, limits: Limits | None) -> int:
+    conn = _open_checked(path, timeout, authorize)
+    conn.session_end = end
+    try:
+        total = 0
+        for _ in range(max(sessions, 1)):
+            total += receive_session(conn, handler, timeout, check_kinds, limits)
+            if ready:
+                send_ready(conn, timeout)
+        return total
     finally:
         conn.close()
 
@@ -611,7 +822,7 @@ def send_ready(conn: Conn, timeout: float = DEFAULT_TIMEOUT) -> None:
     try:
         conn.write(encode_frame(FrameType.READY), timeout)
     except GracefulError as e:
-        if e.code != "PEER_CLOSED":
+        if e.code not in ("PEER_CLOSED", "TIMEOUT"):
             raise
 
 
@@ -641,35 +852,32 @@ def check_set(descriptors: list[Descriptor]) -> None:
             raise _fail("OTHER", f"descriptor {i} has unknown kind {d.kind}")
 
 
-def _read_from_receiver(conn: Conn, timeout: float, eof_ok: bool = False) -> Frame | None:
-    frame = conn.read_frame(timeout, eof_ok=eof_ok)
-    if conn.pending_fds:
-        n = conn.drop_fds()
-        raise _fail("MALFORMED", f"the receiver sent us {n} descriptors")
-    return frame
-
-
-def send_session(conn: Conn, hello: Frame, descriptors: list[Descriptor], *,
-                 timeout: float = DEFAULT_TIMEOUT, ready_timeout: float = DEFAULT_READY_TIMEOUT,
-                 busy: threading.Lock | None = None) -> tuple[str, Frame | None]:
-    """Answer hello with the set: WELCOME, BATCH..., END, then wait for ACK and READY.
-
-    Returns the outcome (READY or ACKED) and, when the receiver began a new
-    session instead of saying READY, its HELLO. Raises GracefulError (after
-    sending the matching ERROR) on failure; the caller closes the connection.
-    busy, when given, is held for the session; if another session holds it
-    the peer gets ERROR BUSY (AUTH-4).
-    """
-    if hello.type == FrameType.ERROR:
-        raise decode_error(hello.payload)
-    if hello.type != FrameType.HELLO:
-        raise _fail("MALFORMED", f"{FrameType(hello.type).name} where HELLO was expected")
+def judge_hello(hello: Frame) -> None:
+    """Refuse a HELLO in NEG-6's order: magic (MALFORMED), then versions."""
     magic, lo, hi = HELLO_PAYLOAD.unpack(hello.payload)
     if magic != MAGIC:
         raise _fail("MALFORMED", f"HELLO magic {magic!r}, want {MAGIC!r}")
     if lo > hi or not lo <= VERSION <= hi:
         raise _fail("UNSUPPORTED_VERSION", f"receiver speaks {lo}..{hi}, this sender speaks {VERSION}..{VERSION}")
-    if busy is not None and not busy.acquire(blocking=False):
+
+
+def send_session(conn: Conn, hello: Frame, descriptors: list[Descriptor], *,
+                 timeout: float = DEFAULT_TIMEOUT, ready_timeout: float = DEFAULT_READY_TIMEOUT,
+                 session_timeout: float | None = None,
+                 busy: threading.Lock | None = None, claimed: bool = False) -> tuple[str, Frame | None]:
+    """Answer hello with the set: WELCOME, BATCH..., END, then wait for ACK and READY.
+
+    Returns the outcome (READY or ACKED) and, when the receiver began a new
+    session where READY was awaited, its HELLO (RDY-2). Raises GracefulError
+    (the caller sends the matching ERROR and closes the connection) on
+    failure. busy, when given, is held for the session (AUTH-4) unless
+    claimed says the caller holds it already; if another session holds it
+    the peer gets ERROR BUSY. The session deadline bounds every step.
+    """
+    if conn.session_end is None:
+        conn.session_end = time.monotonic() + (session_timeout if session_timeout is not None else 3 * timeout)
+    judge_hello(hello)
+    if busy is not None and not claimed and not busy.acquire(blocking=False):
         raise _fail("BUSY", "another receiver is taking the set")
     try:
         conn.write(encode_welcome(VERSION), timeout)
@@ -677,69 +885,71 @@ def send_session(conn: Conn, hello: Frame, descriptors: list[Descriptor], *,
             conn.write(encode_batch(batch), timeout, [d.fd for d in batch])
         conn.write(encode_count(FrameType.END, len(descriptors)), timeout)
 
-        frame = _read_from_receiver(conn, timeout)
+        frame = conn.read_frame(timeout, allowed=(FrameType.ACK, FrameType.ERROR))
         if frame.type == FrameType.ERROR:
             raise decode_error(frame.payload)
-        if frame.type != FrameType.ACK:
-            raise _fail("MALFORMED", f"{FrameType(frame.type).name} where ACK was expected")
         (count,) = U32.unpack(frame.payload)
         if count != len(descriptors):
             raise _fail("MALFORMED", f"ACK counts {count} descriptors, we sent {len(descriptors)}")
 
         try:
-            frame = _read_from_receiver(conn, ready_timeout, eof_ok=True)
+            frame = conn.read_frame(ready_timeout, eof_ok=True,
+                                    allowed=(FrameType.READY, FrameType.HELLO, FrameType.ERROR))
         except GracefulError as e:
-            if e.code != "TIMEOUT":
-                raise
-            return ACKED, None  # RDY-3: the wait is bounded; not ready
+            # RDY-2, RDY-3: received, not ready; any other frame is
+            # answered MALFORMED (never an ERROR: ERR-3) and the end.
+            if not e.remote and e.code not in ("TIMEOUT", "PEER_CLOSED"):
+                conn.session_end = None
+                conn.send_error(e.code, e.message, timeout)
+            e.acked = True
+            raise
         if frame is None:
             return ACKED, None  # closed after ACK: received, not ready (RDY-2)
         if frame.type == FrameType.READY:
             return READY, None
         if frame.type == FrameType.HELLO:
-            return ACKED, frame  # a new session without READY
-        if frame.type == FrameType.ERROR:
-            raise decode_error(frame.payload)
-        raise _fail("MALFORMED", f"{FrameType(frame.type).name} where READY was expected")
+            return ACKED, frame  # a new session where READY was awaited (RDY-2, RDY-5)
+        err = decode_error(frame.payload)
+        err.acked = True
+        raise err
     finally:
+        conn.session_end = None
         if busy is not None:
             busy.release()
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The effective uid of the connection's peer, from SO_PEERCRED."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
-
-
-def same_user(uid: int) -> bool:
-    """The default policy of AUTH-1: the peer runs as our effective uid."""
-    return uid == os.geteuid()
-
-
-def listen_unix(path: str, backlog: int = 16) -> socket.socket:
-    """A listening unix socket at path whose file is mode 0600 from its birth (AUTH-3).
+def listen_unix(path: str, backlog: int = 64) -> socket.socket:
+    """A listening unix socket at path, mode 0600 from its birth (AUTH-3).
 
     It is bound inside a fresh 0700 directory beside path, made 0600, then
-    renamed into place, so it is never reachable with wider permissions.
+    renamed into place, so it is never reachable with wider permissions. It
+    replaces only a stale socket there (AUTH-11): anything else, a live
+    socket included, is an error (EADDRINUSE). "@name" is the Linux
+    abstract address "name": no file, no permissions, the credential check
+    alone protects it (AUTH-8).
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        private = tempfile.mkdtemp(prefix=".gf", dir=os.path.dirname(path) or ".")
-        try:
+        if path.startswith("@"):
+            sock.bind(_abstract(path))
+        else:
+            _vacate(path)
+            private = tempfile.mkdtemp(prefix=".gf", dir=os.path.dirname(path) or ".")
             tmp = os.path.join(private, "s")
-            if len(os.fsencode(tmp)) > 107:
-                raise _fail("OTHER", f"socket path {path!r} is too long to bind privately")
-            sock.bind(tmp)
-            os.chmod(tmp, 0o600)
-            os.rename(tmp, path)
-        finally:
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            os.rmdir(private)
+                if len(os.fsencode(tmp)) > 107:
+                    raise _fail("OTHER", f"socket path {path!r} is too long to bind privately")
+                sock.bind(tmp)
+                os.chmod(tmp, 0o600)
+                _vacate(path)  # again, just before the rename: as late as we can
+                os.rename(tmp, path)
+            finally:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                os.rmdir(private)
+        _refuse_rights(sock)  # accepted sockets inherit it (SND-9)
         sock.listen(backlog)
         sock.setblocking(False)
         return sock
@@ -748,105 +958,309 @@ def listen_unix(path: str, backlog: int = 16) -> socket.socket:
         raise
 
 
+def _vacate(path: str) -> None:
+    """Remove a stale socket at path; refuse anything else (AUTH-11)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EADDRINUSE, f"{path} exists and is not a socket", path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # stale: nobody listens
+        return
+    except OSError as e:
+        raise OSError(errno.EADDRINUSE, f"{path}: {e}", path) from None
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"a live server answers at {path}", path)
+
+
+class _Pending:
+    """A connection waiting for its HELLO, in the Server's loop."""
+
+    def __init__(self, conn: Conn, deadline: float, last: str | None):
+        self.conn = conn
+        self.deadline = deadline
+        self.last = last  # the outcome of its previous session, if any
+
+
 class Server:
     """Hands a fixed set of descriptors to every receiver that connects.
 
     timeout bounds each blocking step (default 10 s), ready_timeout the wait
-    for READY after ACK (default 30 s). authorize(uid) decides whether a peer
-    may take the set (default: same effective uid, AUTH-1). done(Result) is
-    called once per accepted connection when it ends. The caller keeps owning
-    the descriptors: the server never closes them or changes their flags.
+    for READY after ACK (default 10 s, RDY-4), session_timeout a whole
+    session (default 3 * timeout, LIM-1). authorize(PeerCred) decides whether
+    a peer may take the set (default: same effective uid; the overflow ids
+    never, AUTH-7). done(Result) is called once per accepted connection when
+    it ends. The caller keeps owning the descriptors: the server never
+    closes them or changes their flags.
+
+    One thread accepts every connection at once and waits for the HELLO of
+    all of them (LIM-4): a connection costs its socket and a small buffer,
+    no thread; at most max_pending (64) wait, the oldest is closed first
+    (LIM-3). A peer is checked before any byte of it is read, and refused at
+    once (AUTH-6). A session runs on a thread of its own; a HELLO that
+    arrives meanwhile is answered BUSY at once (AUTH-4).
     """
 
     def __init__(self, descriptors: list[Descriptor], *, timeout: float = DEFAULT_TIMEOUT,
-                 ready_timeout: float = DEFAULT_READY_TIMEOUT,
-                 authorize: Callable[[int], bool] | None = None,
+                 ready_timeout: float = DEFAULT_READY_TIMEOUT, session_timeout: float | None = None,
+                 authorize: Authorize | None = None, max_pending: int = DEFAULT_MAX_PENDING,
                  done: Callable[[Result], None] | None = None):
         check_set(descriptors)
         self.descriptors = list(descriptors)
         self.timeout = timeout
         self.ready_timeout = ready_timeout
-        self.authorize = authorize or same_user
+        self.session_timeout = session_timeout if session_timeout is not None else 3 * timeout
+        self.authorize = authorize
+        self.max_pending = max_pending
         self.done = done or (lambda result: None)
         self._busy = threading.Lock()
         self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
+        self._active: set[Conn] = set()  # connections in a session thread
+        self._returned: collections.deque[_Pending] = collections.deque()  # back from a session
         self._threads: list[threading.Thread] = []
+        self._loop: threading.Thread | None = None
         self._listener: socket.socket | None = None
         self._path: str | None = None
         self._path_ino: int | None = None
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
         self._closed = False
 
     def listen(self, path: str) -> None:
         self._listener = listen_unix(path)
         self._path = path
-        self._path_ino = os.stat(path).st_ino
+        if not path.startswith("@"):
+            self._path_ino = os.stat(path).st_ino
 
     def start(self) -> None:
-        """Accept connections in a background thread until close()."""
-        t = threading.Thread(target=self._accept_loop, name="graceful-accept", daemon=True)
-        self._threads.append(t)
-        t.start()
+        """Serve in background threads until close()."""
+        self._loop = threading.Thread(target=self._run, name="graceful-loop", daemon=True)
+        self._loop.start()
 
-    def _accept_loop(self) -> None:
-        poller = select.poll()
-        poller.register(self._listener.fileno(), select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    # -- the loop: accept, check, wait for HELLO, refuse --------------------
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._listener, selectors.EVENT_READ, "listener")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        pending: collections.OrderedDict[Conn, _Pending] = collections.OrderedDict()
+        try:
+            while not self._closed:
+                now = time.monotonic()
+                for p in [p for p in pending.values() if p.deadline <= now]:
+                    self._drop(sel, pending, p, _fail("TIMEOUT", "no HELLO before the deadline"))
+                wait = min((p.deadline for p in pending.values()), default=now + 3600) - now
+                for key, _ in sel.select(max(wait, 0)):
+                    if key.data == "listener":
+                        self._accept(sel, pending)
+                    elif key.data == "wake":
+                        try:
+                            os.read(self._wake_r, 4096)
+                        except BlockingIOError:
+                            pass
+                        self._take_returned(sel, pending)
+                    else:
+                        self._readable(sel, pending, pending.get(key.data))
+        finally:
+            for p in list(pending.values()):
+                self._drop(sel, pending, p, _fail("OTHER", "the server closed"))
+            sel.close()
+
+    def _accept(self, sel, pending) -> None:
         while True:
-            events = dict(poller.poll())
-            if self._wake_r in events:
-                return
             try:
                 sock, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                continue
-            except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    select.select([self._wake_r], [], [], 0.1)  # back off instead of spinning
-                    continue
+            except (BlockingIOError, InterruptedError):
                 return
-            with self._lock:
-                if self._closed:
-                    sock.close()
-                    return
-                self._conns.add(sock)
-                t = threading.Thread(target=self._serve_conn, args=(sock,), name="graceful-conn", daemon=True)
-                self._threads.append(t)
-            t.start()
+            except ConnectionAbortedError:
+                continue
+            except OSError:
+                # EMFILE and the like: back off rather than spin on a
+                # listener that stays readable.
+                time.sleep(0.05)
+                return
+            conn = Conn(sock, receiver=False)
+            try:
+                check_peer(peer_cred(sock), self.authorize)
+            except GracefulError as err:
+                self._refuse(conn, err)  # AUTH-6: at once, without reading
+                continue
+            self._add(sel, pending, _Pending(conn, time.monotonic() + self.timeout, None))
 
-    def _serve_conn(self, sock: socket.socket) -> None:
-        conn = Conn(sock)
-        result = Result()
+    def _add(self, sel, pending, p: _Pending) -> None:
+        p.conn.sock.setblocking(False)
+        p.conn.session_end = None
+        pending[p.conn] = p
+        sel.register(p.conn.sock, selectors.EVENT_READ, p.conn)
+        while len(pending) > max(self.max_pending, 1):  # LIM-3: the oldest goes
+            oldest = next(iter(pending.values()))
+            self._drop(sel, pending, oldest, _fail("OTHER", "closed: too many connections wait for their HELLO"))
+
+    def _take_returned(self, sel, pending) -> None:
+        with self._lock:
+            returned = list(self._returned)
+            self._returned.clear()
+        for p in returned:
+            if self._closed:
+                p.conn.close()
+                self.done(Result(outcome=p.last))
+                continue
+            self._add(sel, pending, p)
+
+    def _drop(self, sel, pending, p: _Pending, err: GracefulError | None) -> None:
+        sel.unregister(p.conn.sock)
+        del pending[p.conn]
+        p.conn.close()  # no ERROR for a deadline (TRN-8)
+        if p.last is not None:
+            self.done(Result(outcome=p.last))  # an idle connection after READY: not a failure
+        else:
+            self.done(Result(error=err or _fail("PEER_CLOSED", "connection closed before HELLO")))
+
+    def _refuse(self, conn: Conn, err: GracefulError) -> None:
+        """One ERROR, written at once without blocking, then the close."""
+        if err.code in Code.__members__ and err.code != "PEER_CLOSED" and not err.remote:
+            try:
+                conn.sock.send(encode_error(Code[err.code], err.message), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except OSError:
+                pass
+        conn.close()
+        err.told = True
+        self.done(Result(error=err))
+
+    def _readable(self, sel, pending, p: _Pending | None) -> None:
+        if p is None:
+            return
+        conn = p.conn
         try:
-            result.outcome = self.serve_conn(conn)
+            data, _, flags, _ = conn.sock.recvmsg(HELLO_PAYLOAD.size + HEADER.size - conn.buffered(), 0)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, flags = b"", 0
+        try:
+            if flags & socket.MSG_CTRUNC:
+                raise _fail("MALFORMED", "the receiver sent descriptors")
+            if not data:
+                if conn.buffered():
+                    raise _fail("PEER_CLOSED", "connection closed inside HELLO")
+                self._drop(sel, pending, p, None)
+                return
+            if p.last is None and not conn.buffered():
+                conn.session_end = time.monotonic() + self.session_timeout
+            conn.feed(data)
+            hello = conn.next_frame(allowed=(FrameType.HELLO,))
+            if hello is None:
+                return
+            judge_hello(hello)  # MALFORMED, UNSUPPORTED_VERSION first (NEG-6)
+            if not self._busy.acquire(blocking=False):
+                raise _fail("BUSY", "another receiver is taking the set")
         except GracefulError as err:
-            result.error = err
-        finally:
-            conn.close()
-            with self._lock:
-                self._conns.discard(sock)
-            self.done(result)
+            sel.unregister(conn.sock)
+            del pending[conn]
+            self._refuse(conn, err)
+            return
+        sel.unregister(conn.sock)
+        del pending[conn]
+        conn.sock.setblocking(True)
+        self._start_session(conn, hello)
+
+    # -- sessions -----------------------------------------------------------
+
+    def _start_session(self, conn: Conn, hello: Frame) -> None:
+        with self._lock:
+            if self._closed:
+                self._busy.release()
+                conn.close()
+                return
+            self._active.add(conn)
+            t = threading.Thread(target=self._session, args=(conn, hello), name="graceful-session", daemon=True)
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+
+    def _session(self, conn: Conn, hello: Frame) -> None:
+        """One session and those that follow it where READY was awaited; then
+        the connection goes back to the loop, to wait for a next HELLO."""
+        claimed = True
+        try:
+            while True:
+                conn.session_end = conn.session_end or time.monotonic() + self.session_timeout
+                outcome, hello = send_session(conn, hello, self.descriptors, timeout=self.timeout,
+                                              ready_timeout=self.ready_timeout, busy=self._busy, claimed=claimed)
+                if hello is None:
+                    break
+                # A HELLO where READY was awaited: a new session at once.
+                if not self._busy.acquire(blocking=False):
+                    raise _fail("BUSY", "another receiver is taking the set")
+                claimed = True
+            result = Result(outcome=outcome)
+        except GracefulError as err:
+            result = Result(outcome=ACKED if getattr(err, "acked", False) else None,
+                            error=None if getattr(err, "acked", False) else err)
+            if result.error is not None:
+                _fail_session(conn, err, self.timeout)
+        except Exception as e:  # ERR-2: a bug of ours still closes everything
+            err = _fail("OTHER", f"sender failed: {e!r}")
+            _fail_session(conn, err, self.timeout)
+            result = Result(error=err)
+        with self._lock:
+            self._active.discard(conn)
+            back = result.outcome == READY and not self._closed
+            if back:
+                self._returned.append(_Pending(conn, time.monotonic() + self.timeout, READY))
+        if back:
+            self._wake()
+            return
+        conn.close()
+        self.done(result)
 
     def serve_conn(self, conn: Conn) -> str:
-        """Serve sessions on one connection until the receiver stops; the last outcome."""
+        """Serve sessions on one connection (one the caller made, or accepted)
+        until the receiver stops; the last outcome. Blocking, on this thread."""
+        conn.receiver = False
+        _refuse_rights(conn.sock)
         try:
-            if not self.authorize(peer_uid(conn.sock)):
-                return self._refuse(conn)
-            frame = _read_from_receiver(conn, self.timeout, eof_ok=True)
+            try:
+                check_peer(peer_cred(conn.sock), self.authorize)
+            except GracefulError as err:
+                _fail_session(conn, err, self.timeout)  # AUTH-6: at once
+                err.told = True
+                raise
+            conn.session_end = time.monotonic() + self.session_timeout
+            frame = conn.read_frame(self.timeout, eof_ok=True, allowed=(FrameType.HELLO,))
             if frame is None:
                 raise _fail("PEER_CLOSED", "connection closed before HELLO")
             while True:
-                outcome, frame = send_session(conn, frame, self.descriptors, timeout=self.timeout,
-                                              ready_timeout=self.ready_timeout, busy=self._busy)
+                try:
+                    outcome, frame = send_session(conn, frame, self.descriptors, timeout=self.timeout,
+                                                  ready_timeout=self.ready_timeout,
+                                                  session_timeout=self.session_timeout, busy=self._busy)
+                except GracefulError as err:
+                    if getattr(err, "acked", False):
+                        return ACKED
+                    raise
                 if frame is None and outcome == READY:
                     try:  # a session boundary: another session may follow
-                        frame = _read_from_receiver(conn, self.timeout, eof_ok=True)
+                        frame = conn.read_frame(self.timeout, eof_ok=True, allowed=(FrameType.HELLO,))
                     except GracefulError as e:
-                        if e.code != "TIMEOUT":
+                        if e.code not in ("TIMEOUT", "PEER_CLOSED"):
                             raise
+                        frame = None  # an idle connection closed: not a failure
                 if frame is None:
                     return outcome
+                conn.session_end = time.monotonic() + self.session_timeout
         except GracefulError as err:
             _fail_session(conn, err, self.timeout)
             raise
@@ -855,41 +1269,27 @@ class Server:
             _fail_session(conn, err, self.timeout)
             raise err from e
 
-    def _refuse(self, conn: Conn) -> str:
-        """AUTH-1: ERROR UNAUTHORIZED, and nothing else, to a peer of another user.
-
-        The error goes out at once; then the peer's HELLO, if it comes, is
-        read so that closing does not reset the connection under it.
-        """
-        conn.send_error("UNAUTHORIZED", "peer uid may not take these descriptors", self.timeout)
-        try:
-            conn.read_frame(self.timeout, eof_ok=True)
-        except GracefulError:
-            pass
-        conn.drop_fds()
-        err = _fail("UNAUTHORIZED", f"refused peer uid {peer_uid(conn.sock)}")
-        err.remote = True  # already sent: do not send it twice
-        raise err
-
     def close(self) -> None:
         """Stop accepting, end every connection, remove the socket file."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            conns = list(self._conns)
-        os.write(self._wake_w, b"x")
-        for sock in conns:
+            active = list(self._active)
+        self._wake()
+        for conn in active:
             try:
-                sock.shutdown(socket.SHUT_RDWR)  # our own connection, not a handed-over socket
+                conn.sock.shutdown(socket.SHUT_RDWR)  # our own connection, not a handed-over socket
             except OSError:
                 pass
-        for t in self._threads:
-            t.join(timeout=self.timeout + 1)
+        if self._loop is not None:
+            self._loop.join(timeout=5)
+        for t in list(self._threads):
+            t.join(timeout=5)
         if self._listener is not None:
             self._listener.close()
             try:
-                if os.stat(self._path).st_ino == self._path_ino:
+                if self._path_ino is not None and os.stat(self._path).st_ino == self._path_ino:
                     os.unlink(self._path)
             except OSError:
                 pass

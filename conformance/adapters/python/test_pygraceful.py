@@ -10,10 +10,12 @@ import fcntl
 import os
 import queue
 import resource
+import shutil
 import socket
 import struct
 import tempfile
 import threading
+import time
 import unittest
 
 import pygraceful as pg
@@ -449,7 +451,9 @@ class ReceiverTest(FdTestCase):
             "error frame": (lambda s: send_fds(s, WELCOME + batch1 + frame(pg.FrameType.ERROR, b"\x00\x07\x00\x02no"), [r]),
                             "SENDER_FAILED", None),
             "unknown error code": (lambda s: s.sendall(frame(pg.FrameType.ERROR, b"\x01\x00\x00\x00")), "OTHER", None),
-            "bad error frame": (lambda s: s.sendall(frame(pg.FrameType.ERROR, b"\x00\x01\x00\x09")), "MALFORMED", 1),
+            # ERR-3: a broken ERROR ends the session, and is never answered.
+            "bad error frame": (lambda s: s.sendall(frame(pg.FrameType.ERROR, b"\x00\x01\x00\x09")), "MALFORMED", None),
+            "ERROR with flags": (lambda s: s.sendall(frame(pg.FrameType.ERROR, b"\x00\x07\x00\x00", flags=1)), "MALFORMED", None),
             "end of stream at a frame boundary": (lambda s: send_fds(s, WELCOME + batch1, [r]), "PEER_CLOSED", None),
         }
         for name, (script, code, wire) in cases.items():
@@ -584,6 +588,42 @@ class SenderTest(FdTestCase):
         self.assertEqual(self.serve([pg.Descriptor(r)], silent_after_ack, ready_timeout=SHORT, timeout=SHORT)[0], pg.ACKED)
         self.assertNoLeak()
 
+    def test_frames_where_ready_is_awaited(self):
+        r, _ = self.pipe()
+        for name, (after, wire) in {
+            "a second ACK": (pg.encode_count(pg.FrameType.ACK, 1), 1),
+            "an ERROR": (pg.encode_error(pg.Code.REJECTED, "no"), None),
+            "an unknown type": (frame(9, b""), 1),
+        }.items():
+            with self.subTest(name):
+                def receiver(sock, after=after):
+                    self.take_set(sock)
+                    sock.sendall(pg.encode_count(pg.FrameType.ACK, 1) + after)
+                    return parse_frames(read_until_eof(sock))
+
+                outcome, frames = self.serve([pg.Descriptor(r)], receiver)
+                self.assertEqual(outcome, pg.ACKED)  # received, not ready (RDY-2)
+                self.assertEqual(error_code(frames), wire)
+        self.assertNoLeak()
+
+    def test_session_deadline(self):
+        r, _ = self.pipe()
+
+        def receiver(sock):
+            self.take_set(sock)
+            time.sleep(SHORT * 0.7)  # each step within its deadline, not the session
+            sock.sendall(pg.encode_count(pg.FrameType.ACK, 1))
+            time.sleep(SHORT * 0.7)
+            try:
+                sock.sendall(pg.encode_frame(pg.FrameType.READY))
+            except BrokenPipeError:
+                pass  # the sender ended the session at its deadline
+
+        outcome, _ = self.serve([pg.Descriptor(r)], receiver, timeout=SHORT, ready_timeout=SHORT * 4,
+                                session_timeout=SHORT)
+        self.assertEqual(outcome, pg.ACKED, "READY after the session deadline counted")
+        self.assertNoLeak()
+
     def test_two_sessions_on_one_connection(self):
         r, _ = self.pipe()
 
@@ -634,7 +674,10 @@ class SenderTest(FdTestCase):
         r, _ = self.pipe()
 
         def receiver(sock):
-            sock.sendall(hello)
+            try:
+                sock.sendall(hello)
+            except BrokenPipeError:
+                pass  # refused before our HELLO was written: its ERROR is still there to read (AUTH-9)
             data = read_until_eof(sock)
             return parse_frames(data)
 
@@ -652,7 +695,13 @@ class SenderTest(FdTestCase):
         self.refused(hello(1, 0), "UNSUPPORTED_VERSION", 2)
         self.refused(frame(pg.FrameType.ACK, b"\0\0\0\0"), "MALFORMED", 1)
         self.refused(frame(pg.FrameType.HELLO, b"GRACEFUL\x00\x01\x00\x01", flags=2), "MALFORMED", 1)
-        self.refused(pg.encode_hello(), "UNAUTHORIZED", 3, authorize=lambda uid: uid != os.geteuid())
+        self.refused(pg.encode_hello(), "UNAUTHORIZED", 3, authorize=lambda cred: cred.uid != os.geteuid())
+        # Refused at once, without waiting for a HELLO (AUTH-6).
+        self.refused(b"", "UNAUTHORIZED", 3, authorize=lambda cred: False)
+        # The first rule broken decides: nfds before length (FRM-4), the type where HELLO is due.
+        self.refused(frame(pg.FrameType.HELLO, b"", nfds=1, length=2 << 20), "MALFORMED", 1)
+        self.refused(frame(pg.FrameType.READY, b"", length=2 << 20), "MALFORMED", 1)
+        self.refused(frame(pg.FrameType.HELLO, b"", length=2 << 20), "TOO_LARGE", 4)
 
     def test_version_choice(self):
         r, _ = self.pipe()
@@ -689,16 +738,24 @@ class SenderTest(FdTestCase):
                 self.assertEqual(error_code(frames), wire)
         self.assertNoLeak()
 
-    def test_descriptors_from_the_receiver_are_closed(self):
+    def test_descriptors_from_the_receiver_are_never_held(self):
         r, _ = self.pipe()
+        refused = []
 
         def receiver(sock):
-            send_fds(sock, pg.encode_hello(), [r, r])
+            try:
+                send_fds(sock, pg.encode_hello(), [r, r])
+            except PermissionError:  # SO_PASSRIGHTS off (Linux 6.16 and later): the kernel refuses them
+                refused.append(True)
+                frames = self.take_set(sock)
+                sock.sendall(pg.encode_count(pg.FrameType.ACK, 1))
+                return frames
             return parse_frames(read_until_eof(sock))
 
         outcome, frames = self.serve([pg.Descriptor(r)], receiver)
-        self.assertEqual(outcome.code, "MALFORMED")
-        self.assertEqual(error_code(frames), 1)
+        if not refused:  # read with no control buffer: discarded, and the session fails
+            self.assertEqual(outcome.code, "MALFORMED")
+            self.assertEqual(error_code(frames), 1)
         self.assertNoLeak()
 
     def test_bad_descriptor_sends_sender_failed_instead_of_end(self):
@@ -721,6 +778,15 @@ class SenderTest(FdTestCase):
         self.assertEqual(outcome.code, "TIMEOUT")
         self.assertNoLeak()
 
+    def test_overflow_ids_never_pass(self):
+        for cred in [pg.PeerCred(1, pg.OVERFLOW_UID, 0), pg.PeerCred(1, 0, pg.OVERFLOW_GID)]:
+            with self.assertRaises(pg.GracefulError) as cm:
+                pg.check_peer(cred, lambda c: True)
+            self.assertEqual(cm.exception.code, "UNAUTHORIZED")
+        pg.check_peer(pg.PeerCred(1, os.geteuid(), 0), None)
+        with self.assertRaises(pg.GracefulError):
+            pg.check_peer(pg.PeerCred(1, os.geteuid() + 1, 0), None)
+
     def test_metadata_over_64_KiB_is_refused_before_serving(self):
         with self.assertRaises(pg.GracefulError) as cm:
             pg.Server([pg.Descriptor(0, meta=b"x" * 65537)])
@@ -729,6 +795,92 @@ class SenderTest(FdTestCase):
 
 class ServerTest(FdTestCase):
     """The whole sender, listening on a path, against pygraceful's receiver."""
+
+    def server(self, **kw):
+        r, _ = self.pipe()
+        d = tempfile.mkdtemp(prefix="gf")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "s")
+        results: queue.Queue[pg.Result] = queue.Queue()
+        server = pg.Server([pg.Descriptor(r, pg.Kind.FILE, b"x")], timeout=T, ready_timeout=T, done=results.put, **kw)
+        server.listen(path)
+        server.start()
+        self.addCleanup(server.close)
+        return server, path, results
+
+    def test_pending_connections_are_bounded_and_cost_no_thread(self):
+        server, path, results = self.server(max_pending=4)
+        threads = threading.active_count()
+        silent = [socket.socket(socket.AF_UNIX) for _ in range(10)]
+        for s in silent:
+            s.connect(path)
+            self.addCleanup(s.close)
+        handed = []
+        self.assertEqual(pg.receive(path, handed.append, timeout=T), 1)  # served in the middle of them
+        self.keep(*(h.fd for h in handed))
+        self.assertLessEqual(threading.active_count(), threads + 1, "a thread per waiting connection")
+        # The seven oldest were closed (LIM-3): the four newest, the receiver's
+        # among them, were waiting when it said HELLO.
+        for s in silent[:7]:
+            s.settimeout(T)
+            self.assertEqual(s.recv(1), b"")
+        for s in silent[7:]:
+            s.setblocking(False)
+            with self.assertRaises(BlockingIOError):
+                s.recv(1)
+
+    def test_listen_refuses_what_is_not_a_stale_socket(self):
+        d = tempfile.mkdtemp(prefix="gf")
+        try:
+            path = os.path.join(d, "s")
+            with open(path, "w") as f:
+                f.write("keep me")
+            with self.assertRaises(OSError):
+                pg.listen_unix(path)
+            with open(path) as f:
+                self.assertEqual(f.read(), "keep me")
+            os.unlink(path)
+            stale = socket.socket(socket.AF_UNIX)
+            stale.bind(path)
+            stale.close()
+            pg.listen_unix(path).close()  # a stale socket is replaced
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        finally:
+            shutil.rmtree(d)
+
+    def test_abstract_address(self):
+        r, _ = self.pipe()
+        name = f"@gf-test-{os.getpid()}"
+        results: queue.Queue[pg.Result] = queue.Queue()
+        server = pg.Server([pg.Descriptor(r, pg.Kind.FILE, b"x")], timeout=T, ready_timeout=T, done=results.put)
+        server.listen(name)
+        server.start()
+        try:
+            handed = []
+            self.assertEqual(pg.receive(name, handed.append, timeout=T), 1)
+            self.keep(*(h.fd for h in handed))
+            self.assertEqual(results.get(timeout=T * 3).outcome, pg.READY)
+        finally:
+            server.close()
+        self.assertNoLeak()
+
+    def test_receiver_refuses_a_sender_it_does_not_admit(self):
+        server, path, results = self.server()
+        handed = []
+        with self.assertRaises(pg.GracefulError) as cm:
+            pg.receive(path, handed.append, timeout=T, authorize=lambda cred: False)
+        self.assertEqual(cm.exception.code, "UNAUTHORIZED")
+        self.assertEqual(handed, [])
+        res = results.get(timeout=T * 3)  # the server never saw a HELLO
+        self.assertIsNotNone(res.error)
+
+    def test_receiver_limits(self):
+        server, path, results = self.server()
+        handed = []
+        with self.assertRaises(pg.GracefulError) as cm:
+            pg.receive(path, handed.append, timeout=T, limits=pg.Limits(max_fds=0))
+        self.assertEqual(cm.exception.code, "TOO_LARGE")
+        self.assertEqual(handed, [])
 
     def test_listen_receive_and_busy(self):
         r, _ = self.pipe()
