@@ -33,7 +33,16 @@ var bin struct {
 	cli, reference, mutants string
 }
 
+// prebuilt names a directory that holds the binaries already built
+// (graceful-conformance, reference, mutants), for a run where go cannot
+// build them (a test binary run as root or as another user).
+const prebuilt = "GRACEFUL_CONFORMANCE_BIN"
+
 var _ = SynchronizedBeforeSuite(func() []byte {
+	if dir := os.Getenv(prebuilt); dir != "" {
+		return []byte(strings.Join([]string{filepath.Join(dir, "graceful-conformance"),
+			filepath.Join(dir, "reference"), filepath.Join(dir, "mutants")}, "\n"))
+	}
 	cli, err := gexec.Build("github.com/gracefulfd/graceful/conformance/cmd/graceful-conformance")
 	Expect(err).NotTo(HaveOccurred())
 	ref, err := gexec.Build("github.com/gracefulfd/graceful/conformance/adapters/reference")
@@ -344,6 +353,9 @@ var _ = Describe("the suite against known implementations", Ordered, ContinueOnF
 		for _, q := range old.reqs {
 			for _, c := range q.checks {
 				for _, m := range c.provedBy {
+					if skippedIn(runs["mutant "+m], conformance.SuiteName+" "+c.name) {
+						continue // a check this machine cannot run (not root)
+					}
 					Expect(table.proves(c.name, m)).To(BeTrue(), "TRACEABILITY.md says mutant %s makes %q fail; it did not in this run", m, c.name)
 				}
 			}

@@ -80,6 +80,22 @@ func failedIn(run *cliRun, spec string) bool {
 	return false
 }
 
+// skippedIn reports whether spec was skipped in run because the machine
+// could not run it.
+func skippedIn(run *cliRun, spec string) bool {
+	if run == nil {
+		return false
+	}
+	for _, q := range run.result.Requirements {
+		for _, s := range q.Specs {
+			if s.Name == spec && s.State == "skipped" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // proves reports whether mutant m makes the check called name fail.
 func (t *traceTable) proves(name, m string) bool {
 	for _, r := range t.reqs {
