@@ -321,6 +321,11 @@ func ackSpecs(e *env) {
 						want = []wire.Type{wire.TypeAck, wire.TypeReady, wire.TypeHello, wire.TypeAck, wire.TypeReady}
 					}
 					Expect(types).To(Equal(want), "frames after the first HELLO"+r.transcript())
+					for _, f := range r.back {
+						if f.Header.Type == wire.TypeAck {
+							Expect(f.Payload).To(Equal(ack(len(r.set))[wire.HeaderSize:]), "ACK count"+r.transcript())
+						}
+					}
 					Expect(r.reply.OK).To(BeTrue(), r.transcript())
 					Expect(r.reply.Descriptors).To(HaveLen(2*len(r.set)), "descriptors of both sessions"+r.transcript())
 				})

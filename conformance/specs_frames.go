@@ -28,21 +28,21 @@ func frameSpecs(e *env) {
 			script: func(s *senderScript) error {
 				return s.p.send(frames(welcome(), welcome(), batchOf(s.set), endOf(1)), s.set.fds()...)
 			}})
-		e.rejects(badSender{name: "an ACK from the sender", ids: "FRM-3", codes: malformed, fixtures: one,
+		e.rejects(badSender{name: "an ACK from the sender, in the middle of a set", ids: "FRM-3", codes: malformed, fixtures: one,
 			script: func(s *senderScript) error {
-				return s.p.send(frames(welcome(), wire.AppendCount(nil, wire.TypeAck, 0)), s.set.fds()...)
+				return s.p.send(frames(welcome(), wire.AppendCount(nil, wire.TypeAck, 0), batchOf(s.set), endOf(1)), s.set.fds()...)
 			}})
 		e.rejects(badSender{name: "a BATCH before WELCOME", ids: "FRM-3", codes: malformed, fixtures: one,
 			script: func(s *senderScript) error {
 				return s.p.send(frames(batchOf(s.set), welcome(), endOf(1)), s.set.fds()...)
 			}})
-		e.rejects(badSender{name: "an END with nfds 1 and a descriptor attached", ids: "FRM-3", codes: malformed, fixtures: one,
+		e.rejects(badSender{name: "an END with nfds 1", ids: "FRM-3", codes: malformed, fixtures: one,
 			script: func(s *senderScript) error {
-				end := endOf(0)
+				end := endOf(1)
 				end[3] = 1
-				return s.p.send(frames(welcome(), end), s.set.fds()...)
+				return s.p.send(frames(welcome(), batchOf(s.set), end), s.set.fds()...)
 			}})
-		e.rejects(badSender{name: "a frame header with length 1 MiB + 1 and no payload", ids: "FRM-4", codes: tooLarge, fixtures: one,
+		e.rejects(badSender{name: "a frame header with length 1 MiB + 1 and no payload", ids: "FRM-4", codes: tooLarge, codeIsTheRule: true, patient: true, fixtures: one,
 			script: func(s *senderScript) error {
 				return s.p.send(frames(welcome(), headerOnly(wire.Header{Type: wire.TypeBatch, NFds: 1, Length: wire.MaxPayload + 1})), s.set.fds()...)
 			}})
@@ -127,25 +127,25 @@ func frameSpecs(e *env) {
 			}})
 		e.refuses(badReceiver{name: "a frame of unknown type 9 before HELLO", ids: "FRM-3", codes: malformed,
 			send: func(p *wirePeer) error { return p.send(frames(headerOnly(wire.Header{Type: 9}), hello1())) }})
-		e.refuses(badReceiver{name: "a READY instead of HELLO", ids: "FRM-3", codes: malformed,
-			send: func(p *wirePeer) error { return p.send(wire.AppendReady(nil)) }})
+		e.refuses(badReceiver{name: "a READY before HELLO", ids: "FRM-3", codes: malformed,
+			send: func(p *wirePeer) error { return p.send(frames(wire.AppendReady(nil), hello1())) }})
 		e.refuses(badReceiver{name: "a HELLO with nfds 1 and a descriptor attached", ids: "FRM-3", codes: malformed,
 			send: func(p *wirePeer) error {
 				h := hello1()
 				h[3] = 1
 				return p.send(h, 0)
 			}})
-		e.refuses(badReceiver{name: "a frame header with length 1 MiB + 1 and no payload", ids: "FRM-4", codes: tooLarge,
+		e.refuses(badReceiver{name: "a frame header with length 1 MiB + 1 and no payload", ids: "FRM-4", codes: tooLarge, codeIsTheRule: true, patient: true,
 			send: func(p *wirePeer) error {
 				return p.send(headerOnly(wire.Header{Type: wire.TypeHello, Length: wire.MaxPayload + 1}))
 			}})
-		e.refuses(badReceiver{name: "a HELLO of length 11", ids: "FRM-4", codes: malformed, codeIsTheRule: true,
+		e.refuses(badReceiver{name: "a HELLO header of length 11, its payload never sent", ids: "FRM-4", codes: malformed, codeIsTheRule: true, patient: true,
 			send: func(p *wirePeer) error {
-				return p.send(frames(headerOnly(wire.Header{Type: wire.TypeHello, Length: 11}), []byte(wire.Magic), []byte{0, 1, 0}))
+				return p.send(headerOnly(wire.Header{Type: wire.TypeHello, Length: 11}))
 			}})
-		e.refuses(badReceiver{name: "a HELLO of length 13", ids: "FRM-4", codes: malformed, codeIsTheRule: true,
+		e.refuses(badReceiver{name: "a HELLO of length 13: a good HELLO payload and one byte more", ids: "FRM-4", codes: malformed, codeIsTheRule: true,
 			send: func(p *wirePeer) error {
-				return p.send(frames(headerOnly(wire.Header{Type: wire.TypeHello, Length: 13}), []byte(wire.Magic), []byte{0, 1, 0, 1, 0}))
+				return p.send(frames(headerOnly(wire.Header{Type: wire.TypeHello, Length: 13}), hello1()[wire.HeaderSize:], []byte{0}))
 			}})
 
 		// Headers that break two rules: the first in FRM-4's order decides.

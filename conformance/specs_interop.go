@@ -76,21 +76,31 @@ func (e *env) runPair(fixtures func() (fixtureSet, error), senderCmd, receiverCm
 	return r
 }
 
+// pairIDs are the requirements a pair's checks name: those of the roles
+// the implementation plays in it (the reference plays the other).
+type pairIDs struct{ identity, meta, agree string }
+
+var (
+	bothRoles    = pairIDs{"SND-2 RCV-1", "RCV-7", "ACK-1 ACK-2 RDY-2"}
+	senderRole   = pairIDs{"SND-2", "SND-2", "ACK-2 RDY-2"}
+	receiverRole = pairIDs{"RCV-1", "RCV-7", "ACK-1"}
+)
+
 func interopSpecs(e *env) {
 	e.describe("the implementation as sender and as receiver", iut("pair"), func() {
-		e.pairChecks(false, func() *pairRun { return e.runPair(mixedSet, e.cfg.Adapter, e.cfg.Adapter) })
+		e.pairChecks(false, bothRoles, func() *pairRun { return e.runPair(mixedSet, e.cfg.Adapter, e.cfg.Adapter) })
 	})
 	e.describe("the implementation as sender, the reference as receiver", iut("sender"), func() {
-		e.pairChecks(true, func() *pairRun { return e.runPair(mixedSet, e.cfg.Adapter, e.cfg.Reference) })
+		e.pairChecks(true, senderRole, func() *pairRun { return e.runPair(mixedSet, e.cfg.Adapter, e.cfg.Reference) })
 	})
 	e.describe("the reference as sender, the implementation as receiver", iut("receiver"), func() {
-		e.pairChecks(true, func() *pairRun { return e.runPair(mixedSet, e.cfg.Reference, e.cfg.Adapter) })
+		e.pairChecks(true, receiverRole, func() *pairRun { return e.runPair(mixedSet, e.cfg.Reference, e.cfg.Adapter) })
 	})
 }
 
 // pairChecks registers the checks of one hand-off between two adapters.
 // Pairs with the reference run only when Config.Reference is set.
-func (e *env) pairChecks(withReference bool, start func() *pairRun) {
+func (e *env) pairChecks(withReference bool, ids pairIDs, start func() *pairRun) {
 	var r *pairRun
 	get := e.scenario(func() {
 		if withReference && len(e.cfg.Reference) == 0 {
@@ -111,13 +121,13 @@ func (e *env) pairChecks(withReference bool, start func() *pairRun) {
 		Expect(r.senderDone).NotTo(HaveOccurred(), "the sender adapter did not end with done and exit 0"+r.transcript())
 		return r
 	}
-	e.verify("hand over the very descriptors, in order, each usable", "SND-2 RCV-1", func() {
+	e.verify("hand over the very descriptors, in order, each usable", ids.identity, func() {
 		mustRun().expectSameDescriptors()
 	})
-	e.verify("hand each over with its metadata", "RCV-7", func() {
+	e.verify("hand each over with its metadata", ids.meta, func() {
 		mustRun().expectMeta()
 	})
-	e.verify("agree that the hand-off is done and ready", "ACK-1 ACK-2 RDY-2", func() {
+	e.verify("agree that the hand-off is done and ready", ids.agree, func() {
 		r := mustRun()
 		Expect(r.reply.OK).To(BeTrue(), r.transcript())
 		Expect(r.result.reply.OK).To(BeTrue(), "the sender reported failure"+r.transcript())

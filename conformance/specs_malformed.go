@@ -33,19 +33,21 @@ func malformedSpecs(e *env) {
 			e.rejects(badSender{name: fmt.Sprintf("an ERROR with the unknown code %d after a BATCH", code), ids: "ERR-3", midSession: true, survives: true, quiet: true,
 				fixtures: two,
 				script: func(s *senderScript) error {
-					return s.p.send(frames(welcome(), batchOf(s.set), rawError(0, 0, code, 4, []byte("from the future"[:4]))), s.set.fds()...)
+					// END follows: a receiver that passed over the ERROR would take the set.
+					return s.p.send(frames(welcome(), batchOf(s.set), rawError(0, 0, code, 4, []byte("from the future"[:4])), endOf(2)), s.set.fds()...)
 				}})
 		}
 		for _, odd := range oddErrors {
 			e.rejects(badSender{name: odd.name + " after a BATCH", ids: "ERR-3", midSession: true, quiet: true, fixtures: two,
 				script: func(s *senderScript) error {
-					return s.p.send(frames(welcome(), batchOf(s.set), odd.frame), s.set.fds()...)
+					return s.p.send(frames(welcome(), batchOf(s.set), odd.frame, endOf(2)), s.set.fds()...)
 				}})
 		}
-		e.rejects(badSender{name: "garbage instead of WELCOME", ids: "ERR-1", codes: malformedOrTooLarge, survives: true,
+		e.rejects(badSender{name: "garbage, then a good set", ids: "ERR-1", codes: malformedOrTooLarge, survives: true,
 			fixtures: one,
 			script: func(s *senderScript) error {
-				return s.p.send([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), s.set.fds()...)
+				// A receiver that resynchronises finds the set after the garbage.
+				return s.p.send(frames([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), welcome(), batchOf(s.set), endOf(1)), s.set.fds()...)
 			}})
 	})
 

@@ -121,16 +121,18 @@ func sendingSpecs(e *env) {
 					s.goodSession()
 					s.result()
 				}})
-				e.verify("is split into BATCH frames of at most 252 descriptors", "SND-3", func() {
-					r := run()
-					r.mustServe()
-					l := r.session(0)
-					r.expectNo(l, "SND-3")
-					r.expectRecords(l)
-					for _, f := range l.frames {
-						Expect(f.Header.NFds).To(BeNumerically("<=", wire.MaxFdsPerBatch), r.transcript())
-					}
-				})
+				if n > wire.MaxFdsPerBatch {
+					e.verify("is split into BATCH frames of at most 252 descriptors", "SND-3", func() {
+						r := run()
+						r.mustServe()
+						l := r.session(0)
+						r.expectNo(l, "SND-3")
+						r.expectRecords(l)
+						for _, f := range l.frames {
+							Expect(f.Header.NFds).To(BeNumerically("<=", wire.MaxFdsPerBatch), r.transcript())
+						}
+					})
+				}
 				e.verify("carries every descriptor it was given, in order, each the same open file description", "SND-2", func() {
 					r := run()
 					r.mustServe()
@@ -139,8 +141,10 @@ func sendingSpecs(e *env) {
 			})
 		}
 
-		for _, extra := range []int{0, 1} {
-			e.describe(fmt.Sprintf("16 descriptors whose records take 1 MiB%s", map[int]string{0: " exactly", 1: " and 1 byte"}[extra]), func() {
+		// (A set whose records take exactly 1 MiB may go in one frame or
+		// more: only one more byte makes splitting a rule.)
+		for _, extra := range []int{1} {
+			e.describe("16 descriptors whose records take 1 MiB and 1 byte", func() {
 				sizes := append([]int{}, exactlyOneMiB...)
 				sizes[len(sizes)-1] += extra
 				run := e.lazySender(senderScenario{fixtures: metaSet(sizes...), script: func(s *receiverScript) {

@@ -40,8 +40,10 @@ func (e *engine) checkPeer(c *conn, policy *[]int) error {
 	switch {
 	case e.on("any-uid"), e.on("dial-no-check") && e.dialled:
 		return nil
-	case e.on("abstract-no-check") && strings.HasPrefix(c.uc.LocalAddr().String()+c.uc.RemoteAddr().String(), "@"):
+	case e.on("abstract-no-check") && abstractConn(c):
 		return nil
+	case e.on("abstract-refuse-all") && abstractConn(c):
+		return e.refused("no peer on an abstract address")
 	}
 	cred, err := c.peerCred()
 	if err != nil {
@@ -63,6 +65,17 @@ func (e *engine) checkPeer(c *conn, policy *[]int) error {
 		return e.refused("peer uid %d, this process runs as %d", uid, os.Geteuid())
 	}
 	return nil
+}
+
+// abstractConn reports whether c is on a Linux abstract address.
+func abstractConn(c *conn) bool {
+	for _, a := range []net.Addr{c.uc.LocalAddr(), c.uc.RemoteAddr()} {
+		// An unnamed socket shows as "@" alone.
+		if n := a.String(); len(n) > 1 && n[0] == '@' {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *engine) refused(format string, args ...any) error {
@@ -240,7 +253,15 @@ func decodeKV(e *engine, b []byte) (map[string]string, error) {
 		}
 		s := string(b[off : off+l])
 		off += l
-		return s, utf8.ValidString(s), nil
+		ok := utf8.ValidString(s)
+		if e.on("kv-decode-latin1") {
+			r := make([]rune, 0, l)
+			for _, c := range []byte(s) {
+				r = append(r, rune(c))
+			}
+			s = string(r)
+		}
+		return s, ok, nil
 	}
 	for i := uint32(0); i < n; i++ {
 		if off == len(b) && e.on("kv-lax-count") {

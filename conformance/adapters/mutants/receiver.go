@@ -105,6 +105,17 @@ func (e *engine) receiveOnce(req kit.ReceiveRequest, giveUp time.Time) (got []ki
 	}
 	var pending []pair
 	defer func() {
+		if err == nil && e.on("leak-on-success") {
+			if fd, derr := unix.Dup(connFd(c)); derr == nil {
+				_ = fd // kept open on purpose
+			}
+		}
+		if err != nil && e.on("crash-on-failure") {
+			var ce *codeErr
+			if !errors.As(err, &ce) || ce.code != "UNCONFIRMED" {
+				os.Exit(1)
+			}
+		}
 		if err != nil {
 			c.tell(err)
 			if !e.on("leak-on-error") {
@@ -128,6 +139,10 @@ func (e *engine) receiveOnce(req kit.ReceiveRequest, giveUp time.Time) (got []ki
 	}
 	hello := wire.AppendHello(nil, wire.Hello{MinVersion: 1, MaxVersion: 1})
 	switch {
+	case e.on("hello-wide"):
+		// Versions as 4-byte fields: a layout of its own (NEG-5).
+		hello = append(wire.AppendHeader(nil, wire.Header{Type: wire.TypeHello, Length: 16}), wire.Magic...)
+		hello = append(hello, 0, 0, 0, 1, 0, 0, 0, 1)
 	case e.on("hello-le"):
 		hello = toLittleEndian(hello)
 		hello[16], hello[17], hello[18], hello[19] = 1, 0, 1, 0
@@ -268,7 +283,28 @@ func (e *engine) receiveSet(c *conn, req kit.ReceiveRequest, pending *[]pair) ([
 		} else if e.on("receiver-batch-before-welcome") {
 			allowed = append(allowed, wire.TypeBatch, wire.TypeEnd)
 		}
-		f, err := c.readFrame(allowed, limits)
+		judge := limits
+		if e.on("limit-partial-delivery") {
+			judge = nil // judged once the BATCH is in, below
+		}
+		if e.on("missing-fds-ok") {
+			c.lenientFds = true
+		}
+		f, err := c.readFrame(allowed, judge)
+		if e.on("eof-as-end") && (errors.Is(err, io.EOF) || isPeerClosed(err)) {
+			return set, nil // end of stream taken for END
+		}
+		if e.on("skip-odd-errors") && oddError(err, f) {
+			continue
+		}
+		if e.on("limit-partial-delivery") && err == nil && f.h.Type == wire.TypeBatch {
+			if lerr := limits(f.h); lerr != nil {
+				for i := range f.fds {
+					set = append(set, pair{f.fds[i], wire.Record{Kind: wire.KindRaw}})
+				}
+				return set, nil // what came, handed over: a fault (RCV-5)
+			}
+		}
 		switch {
 		case errors.Is(err, io.EOF) && !welcomed:
 			return nil, peerClosed("closed before WELCOME")
@@ -288,6 +324,9 @@ func (e *engine) receiveSet(c *conn, req kit.ReceiveRequest, pending *[]pair) ([
 			}
 			welcomed = true
 		case wire.TypeError:
+			if e.on("skip-odd-errors") && oddError(nil, f) {
+				continue
+			}
 			if e.on("error-as-success") && welcomed {
 				return set, nil
 			}
@@ -357,6 +396,9 @@ func parseBatch(e *engine, payload []byte, n int) ([]wire.Record, error) {
 		}
 		if e.on("refuse-meta-65536") {
 			metaLimit--
+		}
+		if e.on("refuse-252") && n >= wire.MaxFdsPerBatch {
+			return nil, fail(wire.CodeMalformed, "BATCH of %d descriptors", n)
 		}
 		switch {
 		case kind > wire.KindPacket && e.on("unknown-kind-ok"):
@@ -446,4 +488,27 @@ func inode(fd int) uint64 {
 	var st unix.Stat_t
 	unix.Fstat(fd, &st)
 	return st.Ino
+}
+
+// oddError reports whether a failure or a frame is an ERROR the
+// skip-odd-errors mutant passes over: a broken one, an unknown code, or
+// text that is not ASCII.
+func oddError(err error, f frame) bool {
+	var ce *codeErr
+	if err != nil {
+		return errors.As(err, &ce) && ce.remote && f.h.Type == wire.TypeError
+	}
+	if f.h.Type != wire.TypeError {
+		return false
+	}
+	ef, perr := wire.ParseError(f.payload)
+	if perr != nil || !knownCodes[ef.Code] {
+		return true
+	}
+	for _, b := range []byte(ef.Message) {
+		if b >= 0x80 {
+			return true
+		}
+	}
+	return false
 }

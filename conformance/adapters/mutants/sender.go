@@ -201,7 +201,10 @@ func (e *engine) serveConn(c *conn) (ready bool, err error) {
 			c.tell(err)
 		}
 	}()
-	if !e.on("auth-after-hello") {
+	if e.on("busy-before-header") && e.busy.Load() {
+		return false, fail(wire.CodeBusy, "another receiver is taking the set")
+	}
+	if !e.on("auth-after-hello") && !e.on("judge-before-auth") {
 		if err := e.checkPeer(c, e.req.Authorize); err != nil {
 			return false, e.refusal(c, err)
 		}
@@ -226,7 +229,14 @@ func (e *engine) serveConn(c *conn) (ready bool, err error) {
 		return false, err
 	}
 	e.started(c)
-	if e.on("auth-after-hello") {
+	if e.on("judge-before-auth") {
+		if h, perr := wire.ParseHello(hello.payload); perr != nil {
+			return false, fail(wire.CodeMalformed, "HELLO: %v", perr)
+		} else if !acceptable(e, h) {
+			return false, e.unsupported(h)
+		}
+	}
+	if e.on("auth-after-hello") || e.on("judge-before-auth") {
 		if err := e.checkPeer(c, e.req.Authorize); err != nil {
 			return false, e.refusal(c, err)
 		}
@@ -284,7 +294,11 @@ func (e *engine) session(c *conn, hello frame, first bool) (ready bool, next *fr
 	if !first && e.on("second-hello-malformed") {
 		return false, nil, fail(wire.CodeMalformed, "one session per connection")
 	}
-	h, perr := wire.ParseHello(hello.payload)
+	payload := hello.payload
+	if e.on("length-lax") && len(payload) > 12 {
+		payload = payload[:12] // the rest ignored: a fault (FRM-4)
+	}
+	h, perr := wire.ParseHello(payload)
 	badMagic := perr != nil && !e.on("ignore-magic")
 	badVersions := hello.h.Length == 12 && !acceptable(e, h)
 	// The order of refusals (NEG-6): magic, versions, then BUSY.
@@ -332,10 +346,17 @@ func (e *engine) session(c *conn, hello frame, first bool) (ready bool, next *fr
 	}()
 
 	version := uint16(1)
-	if e.on("welcome-highest") {
+	switch {
+	case e.on("welcome-highest"):
 		version = h.MaxVersion
+	case e.on("welcome-two"):
+		version = 2
 	}
 	welcome := wire.AppendWelcome(nil, version)
+	if e.on("welcome-wide") {
+		// The version as a 4-byte field: a layout of its own (NEG-5).
+		welcome = append(wire.AppendHeader(nil, wire.Header{Type: wire.TypeWelcome, Length: 4}), 0, 0, 0, 1)
+	}
 	if e.on("welcome-le") {
 		welcome[8], welcome[9] = welcome[9], welcome[8]
 	}
@@ -460,6 +481,8 @@ func acceptable(e *engine, h wire.Hello) bool {
 		return true
 	case e.on("reject-wide-range") && h.MaxVersion > 1:
 		return false
+	case e.on("reject-min-zero") && h.MinVersion == 0:
+		return false
 	}
 	return h.MinVersion <= 1 && h.MaxVersion >= 1 && h.MinVersion <= h.MaxVersion
 }
@@ -482,7 +505,7 @@ func (e *engine) sendSet(c *conn) error {
 	}
 	limit := wire.MaxPayload
 	if e.on("payload-limit-plus") {
-		limit += 7
+		limit += 100
 	}
 	order := make([]int, len(e.recs))
 	for i := range order {
