@@ -262,14 +262,20 @@ func ackSpecs(e *env) {
 						if err := c.close(s.p); err != nil {
 							return err
 						}
+						return s.wholeSession()
 					}
+					// Stopped meanwhile, the implementation finds the whole
+					// set and the connection closed at once: its ACK write
+					// fails.
+					resume, err := stop(s.run.a.holder, s.e.cfg.wait())
+					if err != nil {
+						return err
+					}
+					defer resume()
 					if err := s.wholeSession(); err != nil {
 						return err
 					}
-					if c.close == nil {
-						return s.p.c.Close()
-					}
-					return nil
+					return s.p.c.Close()
 				}})
 				e.verify("reports the set as delivered (confirmed or not), never as a failure, and hands it all over", "ACK-3", func() {
 					r := run()
