@@ -49,6 +49,20 @@ type helloReply struct {
 	Features       []string    `json:"features"`
 }
 
+// lacks returns errNoFeature for the first of the features needs (and kv,
+// when kv) the adapter did not announce.
+func (a *adapterProc) lacks(needs []string, kv bool) error {
+	if kv {
+		needs = append(needs[:len(needs):len(needs)], "kv")
+	}
+	for _, f := range needs {
+		if !a.hello.has(f) {
+			return errNoFeature(f)
+		}
+	}
+	return nil
+}
+
 func (h helloReply) has(feature string) bool {
 	for _, f := range h.Features {
 		if f == feature {

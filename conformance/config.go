@@ -69,6 +69,13 @@ func (c Config) timeout() time.Duration {
 	return DefaultTimeout
 }
 
+// relaxed is the per-step deadline asked of the implementation in the
+// checks that do not wait for one to pass: long enough that a loaded
+// machine never makes one pass by accident, shorter than the suite waits.
+func (c Config) relaxed() time.Duration {
+	return max(c.timeout(), c.wait()/2)
+}
+
 func (c Config) wait() time.Duration {
 	if c.Wait > 0 {
 		return c.Wait

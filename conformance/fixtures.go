@@ -290,16 +290,25 @@ func mixedSet() (fixtureSet, error) {
 	return s, nil
 }
 
-// fileSet is n memory files, each with distinct metadata.
+// fileSet is n memory files, each with distinct metadata, in an order that
+// is not the order they were made in (nor that of their inode numbers):
+// an implementation that sorts the set is caught.
 func fileSet(n int) (fixtureSet, error) {
-	var s fixtureSet
+	var made fixtureSet
 	for i := 0; i < n; i++ {
 		f, err := newFile()
 		if err != nil {
-			s.close()
+			made.close()
 			return nil, err
 		}
-		s = append(s, f.withMeta([]byte(fmt.Sprintf("file-%d", i))))
+		made = append(made, f)
+	}
+	s := make(fixtureSet, n)
+	for i, j := range scramble(n) {
+		s[j] = made[i]
+	}
+	for i, f := range s {
+		f.withMeta([]byte(fmt.Sprintf("file-%d", i)))
 	}
 	return s, nil
 }

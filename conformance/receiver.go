@@ -29,6 +29,10 @@ type receiverScenario struct {
 	script func(s *senderScript) error
 	// timeout overrides the per-step deadline asked of the implementation.
 	timeout time.Duration
+	// short: the check waits for the implementation's step deadline to
+	// pass: it gets Config.Timeout. Other scenarios ask for a relaxed one
+	// (Config.relaxed), which a loaded machine never reaches by accident.
+	short bool
 	// after runs once the implementation answered receive, before the
 	// suite inspects it (to undo what prepare changed).
 	after  func(r *receiverRun) error
@@ -238,21 +242,18 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 	r.a = a
 	defer func() { r.stderr = a.stderr.String() }()
 	defer a.kill()
-	needs := sc.needs
-	if sc.kv {
-		needs = append(needs, "kv")
-	}
-	for _, f := range needs {
-		if !a.hello.has(f) {
-			r.startErr = errNoFeature(f)
-			return r
-		}
+	if err := a.lacks(sc.needs, sc.kv); err != nil {
+		r.startErr = err
+		return r
 	}
 	r.tableBefore, r.tableErr = table(a.holder)
 
 	replies := make(chan error, 1)
 	go func() {
-		timeout := e.cfg.timeout()
+		timeout := e.cfg.relaxed()
+		if sc.short {
+			timeout = e.cfg.timeout()
+		}
 		if sc.timeout > 0 {
 			timeout = sc.timeout
 		}

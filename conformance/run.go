@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"bufio"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -24,6 +25,25 @@ type RunOptions struct {
 	// its command-line flags (GinkgoConfiguration).
 	Suite    *types.SuiteConfig
 	Reporter *types.ReporterConfig
+}
+
+// ReadIDs reads requirement IDs from a file, one per line; # starts a
+// comment (the format of --expected-failures).
+func ReadIDs(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var ids []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		if id := strings.TrimSpace(line); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids, sc.Err()
 }
 
 // ErrUnknownRequirement is returned for an expected failure that names no

@@ -122,7 +122,7 @@ func runCLI(dir, name string, env []string, args ...string) *cliRun {
 // hanging mutant costs seconds, and three scenarios at once (several runs
 // share the machine).
 func adapterArgs(adapter string) []string {
-	args := []string{"--strict", "--reference", "builtin", "--wait", "5s", "--jobs", "3", "--adapter", adapter}
+	args := []string{"--strict", "--reference", "builtin", "--wait", "10s", "--jobs", "3", "--adapter", adapter}
 	if !isRoot() {
 		// The checks that play another user skip; the runs as root
 		// (CI runs this test with sudo too) judge them.
@@ -135,17 +135,8 @@ func adapterArgs(adapter string) []string {
 // (testdata/reference-gaps).
 func referenceGaps() []string {
 	GinkgoHelper()
-	f, err := os.Open("testdata/reference-gaps")
+	ids, err := conformance.ReadIDs("testdata/reference-gaps")
 	Expect(err).NotTo(HaveOccurred())
-	defer f.Close()
-	var ids []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line, _, _ := strings.Cut(sc.Text(), "#")
-		if id := strings.TrimSpace(line); id != "" {
-			ids = append(ids, id)
-		}
-	}
 	return ids
 }
 

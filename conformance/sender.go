@@ -25,6 +25,10 @@ type senderScenario struct {
 	script func(s *receiverScript)
 	// timeout overrides the per-step deadline asked of the implementation.
 	timeout time.Duration
+	// short: the check waits for the implementation's step deadline to
+	// pass: it gets Config.Timeout. Other scenarios ask for a relaxed one
+	// (Config.relaxed), which a loaded machine never reaches by accident.
+	short bool
 	// dialer connects the script's receivers; nil means as the suite's
 	// own user.
 	dialer func(path string) (*net.UnixConn, error)
@@ -169,15 +173,9 @@ func (sc senderScenario) run(e *env) *senderRun {
 	r.a = a
 	defer func() { r.stderr = a.stderr.String() }()
 	defer a.kill()
-	needs := sc.needs
-	if sc.kv {
-		needs = append(needs, "kv")
-	}
-	for _, f := range needs {
-		if !a.hello.has(f) {
-			r.startErr = errNoFeature(f)
-			return r
-		}
+	if err := a.lacks(sc.needs, sc.kv); err != nil {
+		r.startErr = err
+		return r
 	}
 	if sc.dirMode != 0 {
 		if err := os.Chmod(dir, sc.dirMode); err != nil {
@@ -198,7 +196,10 @@ func (sc senderScenario) run(e *env) *senderRun {
 	} else {
 		descs = r.serveDescriptors()
 	}
-	timeout := e.cfg.timeout()
+	timeout := e.cfg.relaxed()
+	if sc.short {
+		timeout = e.cfg.timeout()
+	}
 	if sc.timeout > 0 {
 		timeout = sc.timeout
 	}
@@ -481,6 +482,19 @@ func (s *receiverScript) finishSession(p *wirePeer, l *sessionLog, ack []byte, r
 	p.closeWrite()
 	l.eof = p.expectEOF()
 	l.received = len(p.received)
+}
+
+// open connects, says HELLO and reads the set: the start of most of the
+// scripts' sessions. p is nil when the connection failed (noted).
+func (s *receiverScript) open() (p *wirePeer, l *sessionLog) {
+	p, err := s.dial()
+	if err != nil {
+		return nil, nil
+	}
+	if err := p.send(hello1()); err != nil {
+		s.note("sending HELLO: %v", err)
+	}
+	return p, s.readSet(p)
 }
 
 // goodSession runs a whole correct receiver session on a new connection:

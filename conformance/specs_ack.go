@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/gracefulfd/graceful/graceful/wire"
@@ -10,16 +11,27 @@ import (
 // whole set, answers with reply, optionally closes, and asks the result.
 // With readAfter, it then records what the implementation writes until it
 // closes, as session 1.
+// shortDeadline, among answeredSet's decorators, makes its scenario wait
+// for the implementation's step deadline (senderScenario.short).
+type shortDeadline struct{}
+
 func (e *env) answeredSet(name string, reply func(count int) []byte, closeAfter, readAfter bool, checks func(run func() *senderRun), decorators ...any) {
-	e.describe(name, append(decorators, func() {
-		run := e.lazySender(senderScenario{fixtures: two, script: func(s *receiverScript) {
-			p, err := s.dial()
-			if err != nil {
+	short := false
+	var rest []any
+	for _, d := range decorators {
+		if _, ok := d.(shortDeadline); ok {
+			short = true
+			continue
+		}
+		rest = append(rest, d)
+	}
+	e.describe(name, append(rest, func() {
+		run := e.lazySender(senderScenario{fixtures: two, short: short, script: func(s *receiverScript) {
+			p, l := s.open()
+			if p == nil {
 				return
 			}
 			defer p.close()
-			p.send(hello1())
-			l := s.readSet(p)
 			if b := reply(len(l.records)); b != nil {
 				if err := p.send(b); err != nil {
 					s.note("reply: %v", err)
@@ -115,7 +127,7 @@ func ackSpecs(e *env) {
 				Expect(r.result(0).reply.OK).To(BeTrue(), "an acknowledged set reported as failed"+r.transcript())
 				Expect(r.result(0).reply.Outcome).To(Equal("acked"), r.transcript())
 			})
-		})
+		}, Label(LabelSlow), shortDeadline{})
 
 		// Frames where READY is awaited (RDY-2).
 		for _, w := range []struct {
@@ -148,7 +160,8 @@ func ackSpecs(e *env) {
 				name = "a second HELLO on the connection right after ACK, where READY is awaited"
 			}
 			e.describe(name, func() {
-				run := e.lazySender(senderScenario{fixtures: mixedSet, script: func(s *receiverScript) {
+				// Patient: a HELLO left unanswered cannot pass for a close.
+				run := e.lazySender(senderScenario{fixtures: mixedSet, timeout: e.patient(), script: func(s *receiverScript) {
 					p, err := s.dial()
 					if err != nil {
 						return
@@ -194,14 +207,12 @@ func ackSpecs(e *env) {
 
 		// The busy window ends (RDY-4).
 		e.describe("a receiver that acknowledges and never says READY, then another", func() {
-			run := e.lazySender(senderScenario{fixtures: one, script: func(s *receiverScript) {
-				p, err := s.dial()
-				if err != nil {
+			run := e.lazySender(senderScenario{fixtures: one, short: true, script: func(s *receiverScript) {
+				p, l := s.open()
+				if p == nil {
 					return
 				}
 				defer p.close()
-				p.send(hello1())
-				l := s.readSet(p)
 				p.send(ack(len(l.records)))
 				s.result() // once the READY deadline passed
 				s.goodSession()

@@ -270,13 +270,11 @@ func authSpecs(e *env) {
 
 		e.describe("a second receiver while a session is in progress", func() {
 			run := e.lazySender(senderScenario{fixtures: one, timeout: e.patient(), script: func(s *receiverScript) {
-				p, err := s.dial()
-				if err != nil {
+				p, first := s.open()
+				if p == nil {
 					return
 				}
 				defer p.close()
-				p.send(hello1())
-				first := s.readSet(p)
 				s.refusedSession(func(q *wirePeer) error { return q.send(hello1()) })
 				s.result()
 				s.finishSession(p, first, wire.AppendCount(nil, wire.TypeAck, uint32(len(first.records))), true)
@@ -295,13 +293,11 @@ func authSpecs(e *env) {
 
 		e.describe("a second receiver between the first one's ACK and READY", func() {
 			run := e.lazySender(senderScenario{fixtures: one, timeout: e.patient(), script: func(s *receiverScript) {
-				p, err := s.dial()
-				if err != nil {
+				p, first := s.open()
+				if p == nil {
 					return
 				}
 				defer p.close()
-				p.send(hello1())
-				first := s.readSet(p)
 				p.send(wire.AppendCount(nil, wire.TypeAck, uint32(len(first.records))))
 				if err := p.drained(); err != nil {
 					s.note("ACK: %v", err)

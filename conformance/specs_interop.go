@@ -47,7 +47,7 @@ func (e *env) runPair(fixtures func() (fixtureSet, error), senderCmd, receiverCm
 		Error *adapterErr `json:"error"`
 	}
 	r.serveErr = s.call(map[string]any{"op": "serve", "socket": r.path, "descriptors": serveDescriptorsAt(r.set, seq(3, len(r.set))),
-		"timeout_ms": ms(e.cfg.timeout()), "ready_timeout_ms": ms(e.cfg.timeout())}, "serveResponse", &serve)
+		"timeout_ms": ms(e.cfg.relaxed()), "ready_timeout_ms": ms(e.cfg.relaxed())}, "serveResponse", &serve)
 	r.serveOK = serve.OK
 	if r.serveErr != nil || !serve.OK {
 		r.senderDone = s.finish()
@@ -62,7 +62,7 @@ func (e *env) runPair(fixtures func() (fixtureSet, error), senderCmd, receiverCm
 	r.a = a
 	defer func() { r.stderr = s.stderr.String() + a.stderr.String() }()
 	defer a.kill()
-	r.replyErr = a.call(map[string]any{"op": "receive", "socket": r.path, "timeout_ms": ms(e.cfg.timeout()),
+	r.replyErr = a.call(map[string]any{"op": "receive", "socket": r.path, "timeout_ms": ms(e.cfg.relaxed()),
 		"ready": true, "reject": nil, "kv": false}, "receiveResponse", &r.reply)
 	r.result.err = s.call(map[string]any{"op": "result"}, "resultResponse", &r.result.reply)
 	if r.replyErr == nil {

@@ -67,7 +67,7 @@ func codeNames(codes []wire.Code) string {
 func (e *env) rejects(b badSender) {
 	e.describe(b.name, append(b.decorators, func() {
 		sc := receiverScenario{fixtures: b.fixtures, prepare: b.prepare, after: b.after, script: b.script, timeout: b.timeout,
-			needs: b.needs, request: b.request}
+			needs: b.needs, request: b.request, short: b.deadline}
 		if b.patient {
 			sc.timeout = e.patient()
 		}

@@ -154,12 +154,8 @@ func sendingSpecs(e *env) {
 				e.verify("are sent whole, in BATCH frames within the 1 MiB limit", "SND-6", func() {
 					r := run()
 					r.mustServe()
-					l := r.session(0)
-					r.expectNo(l, "FRM-4")
-					r.expectRecords(l)
-					for _, f := range l.frames {
-						Expect(f.Header.Length).To(BeNumerically("<=", wire.MaxPayload), r.transcript())
-					}
+					r.expectRecords(r.session(0))
+					r.expectWithinPayload(r.session(0))
 				})
 			})
 		}
@@ -204,13 +200,11 @@ func sendingSpecs(e *env) {
 		})
 		e.describe("a receiver that attaches 250 descriptors to its ACK", func() {
 			run := e.lazySender(senderScenario{fixtures: one, before: stuffing, script: func(s *receiverScript) {
-				p, err := s.dial()
-				if err != nil {
+				p, l := s.open()
+				if p == nil {
 					return
 				}
 				defer p.close()
-				p.send(hello1())
-				l := s.readSet(p)
 				s.stuff(p, ack(len(l.records)))
 				s.finishSession(p, l, nil, true)
 				s.result()
@@ -264,13 +258,11 @@ func sendingSpecs(e *env) {
 					return s, err
 				},
 				script: func(s *receiverScript) {
-					p, err := s.dial()
-					if err != nil {
+					p, l := s.open()
+					if p == nil {
 						return
 					}
 					defer p.close()
-					p.send(hello1())
-					l := s.readSet(p)
 					if l.end == nil {
 						s.finishSession(p, l, wire.AppendCount(nil, wire.TypeAck, uint32(len(l.records))), true)
 					}
@@ -314,12 +306,8 @@ func sendingSpecs(e *env) {
 			e.verify("in BATCH frames within the 1 MiB limit", "SND-6", func() {
 				r := run()
 				r.mustServe()
-				l := r.session(0)
-				r.expectNo(l, "FRM-4")
-				r.expectWholeSet(l)
-				for _, f := range l.frames {
-					Expect(f.Header.Length).To(BeNumerically("<=", wire.MaxPayload), r.transcript())
-				}
+				r.expectWholeSet(r.session(0))
+				r.expectWithinPayload(r.session(0))
 			})
 		})
 
@@ -331,13 +319,11 @@ func sendingSpecs(e *env) {
 					return append(d, map[string]any{"fd": 1000, "kind": "file", "meta": base64.StdEncoding.EncodeToString([]byte("gone"))})
 				},
 				script: func(s *receiverScript) {
-					p, err := s.dial()
-					if err != nil {
+					p, l := s.open()
+					if p == nil {
 						return
 					}
 					defer p.close()
-					p.send(hello1())
-					l := s.readSet(p)
 					if l.end == nil {
 						s.finishSession(p, l, wire.AppendCount(nil, wire.TypeAck, uint32(len(l.records))), true)
 					}
@@ -407,4 +393,14 @@ func (s *receiverScript) stuffedHeld() error {
 		return fmt.Errorf("the sender holds %d descriptors a receiver pushed at it (fd %d, ...)", len(held), held[0].Num)
 	}
 	return nil
+}
+
+// expectWithinPayload checks that every frame of a session kept within the
+// 1 MiB limit (SND-6).
+func (r *senderRun) expectWithinPayload(l *sessionLog) {
+	GinkgoHelper()
+	r.expectNo(l, "FRM-4")
+	for _, f := range l.frames {
+		Expect(f.Header.Length).To(BeNumerically("<=", wire.MaxPayload), r.transcript())
+	}
 }

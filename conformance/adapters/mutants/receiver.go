@@ -36,31 +36,16 @@ func (e *engine) Receive(req kit.ReceiveRequest) ([]kit.Received, error) {
 }
 
 func (e *engine) dial(req kit.ReceiveRequest) (*net.UnixConn, error) {
-	if e.on("no-connect-deadline") {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return nil, os.NewSyscallError("socket", err)
-		}
-		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: req.Socket}); err != nil {
-			unix.Close(fd)
-			return nil, os.NewSyscallError("connect", err)
-		}
-		f := os.NewFile(uintptr(fd), "conn")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			return nil, err
-		}
-		return c.(*net.UnixConn), nil
-	}
-	// A unix connect waits for room in the listener's backlog for as long
-	// as SO_SNDTIMEO allows (TRN-8).
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	tv := unix.NsecToTimeval(req.Timeout.Nanoseconds())
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	// A unix connect waits for room in the listener's backlog for as long
+	// as SO_SNDTIMEO allows (TRN-8).
+	if !e.on("no-connect-deadline") {
+		tv := unix.NsecToTimeval(req.Timeout.Nanoseconds())
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
+	}
 	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: req.Socket}); err != nil {
 		unix.Close(fd)
 		if errors.Is(err, unix.EAGAIN) {

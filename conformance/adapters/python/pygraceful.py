@@ -1119,6 +1119,9 @@ class Server:
                 self.done(Result(outcome=p.last))
                 continue
             self._add(sel, pending, p)
+            if p.conn.buffered():
+                # The next HELLO came with READY, already read.
+                self._judge(sel, pending, p)
 
     def _drop(self, sel, pending, p: _Pending, err: GracefulError | None) -> None:
         sel.unregister(p.conn.sock)
@@ -1145,7 +1148,7 @@ class Server:
             return
         conn = p.conn
         try:
-            data, _, flags, _ = conn.sock.recvmsg(HELLO_PAYLOAD.size + HEADER.size - conn.buffered(), 0)
+            data, _, flags, _ = conn.sock.recvmsg(max(1, HELLO_PAYLOAD.size + HEADER.size - conn.buffered()), 0)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -1161,6 +1164,17 @@ class Server:
             if p.last is None and not conn.buffered():
                 conn.session_end = time.monotonic() + self.session_timeout
             conn.feed(data)
+        except GracefulError as err:
+            sel.unregister(conn.sock)
+            del pending[conn]
+            self._refuse(conn, err)
+            return
+        self._judge(sel, pending, p)
+
+    def _judge(self, sel, pending, p: _Pending) -> None:
+        """Judge what a waiting connection sent; start its session once its HELLO is in."""
+        conn = p.conn
+        try:
             hello = conn.next_frame(allowed=(FrameType.HELLO,))
             if hello is None:
                 return

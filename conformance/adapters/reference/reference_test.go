@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,18 +43,9 @@ func TestConformance(t *testing.T) {
 
 // gaps reads conformance/testdata/reference-gaps.
 func gaps(t *testing.T) []string {
-	f, err := os.Open("../../testdata/reference-gaps")
+	ids, err := conformance.ReadIDs("../../testdata/reference-gaps")
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	var ids []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line, _, _ := strings.Cut(sc.Text(), "#")
-		if id := strings.TrimSpace(line); id != "" {
-			ids = append(ids, id)
-		}
 	}
 	return ids
 }

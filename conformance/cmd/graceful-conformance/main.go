@@ -15,7 +15,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -85,7 +84,7 @@ func run() int {
 	}
 	var xfail []string
 	if *expected != "" {
-		ids, err := readIDs(*expected)
+		ids, err := conformance.ReadIDs(*expected)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "graceful-conformance:", err)
 			return 2
@@ -137,22 +136,4 @@ func run() int {
 		return 1
 	}
 	return 0
-}
-
-// readIDs reads requirement IDs, one per line; # starts a comment.
-func readIDs(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var ids []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line, _, _ := strings.Cut(sc.Text(), "#")
-		if id := strings.TrimSpace(line); id != "" {
-			ids = append(ids, id)
-		}
-	}
-	return ids, sc.Err()
 }

@@ -228,15 +228,7 @@ func Loop(in io.Reader, out io.Writer, impl Impl, opts Options) int {
 					fmt.Fprintln(os.Stderr, "adapter: send without feature dial")
 					return 2
 				}
-				o := d.Send(sr)
-				switch {
-				case o.Err != nil:
-					fail(o.Err)
-				case o.Ready:
-					resp["outcome"] = "ready"
-				default:
-					resp["outcome"] = "acked"
-				}
+				answer(resp, d.Send(sr), fail)
 				break
 			}
 			outcomes, err = impl.Serve(sr)
@@ -249,16 +241,11 @@ func Loop(in io.Reader, out io.Writer, impl Impl, opts Options) int {
 				break
 			}
 			o, ok := <-outcomes
-			switch {
-			case !ok:
+			if !ok {
 				fail(errors.New("the server stopped"))
-			case o.Err != nil:
-				fail(o.Err)
-			case o.Ready:
-				resp["outcome"] = "ready"
-			default:
-				resp["outcome"] = "acked"
+				break
 			}
+			answer(resp, o, fail)
 		case "receive":
 			rr := ReceiveRequest{Socket: req.Socket, Timeout: timeout, Ready: req.Ready, Reject: -1, KV: req.KV,
 				Sessions: max(req.Sessions, 1), MaxFds: req.MaxFds, MaxMetaBytes: req.MaxMetaBytes,
@@ -308,6 +295,18 @@ func Loop(in io.Reader, out io.Writer, impl Impl, opts Options) int {
 			return 2
 		}
 		reply(resp)
+	}
+}
+
+// answer fills the response to result or send with how a connection ended.
+func answer(resp map[string]any, o Outcome, fail func(error)) {
+	switch {
+	case o.Err != nil:
+		fail(o.Err)
+	case o.Ready:
+		resp["outcome"] = "ready"
+	default:
+		resp["outcome"] = "acked"
 	}
 }
 
