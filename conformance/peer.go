@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,6 +59,31 @@ type wirePeer struct {
 	rightsRefused bool
 	// unread is a frame read ahead, which readFrame returns next.
 	unread *inFrame
+	// until, when set (unix nanoseconds), bounds every read from then on:
+	// the suite knows that nothing more is due (the adapter answered, an
+	// ERROR came) and only waits for the end of the stream a little.
+	until atomic.Int64
+}
+
+// settle is how long the suite waits for an end of stream that is due at
+// once: the implementation closed before its adapter answered, or closes
+// right after its ERROR. Only a connection left open ever waits it out.
+const settle = time.Second
+
+// cut makes every read, the one under way included, end within settle.
+func (p *wirePeer) cut() {
+	t := time.Now().Add(settle)
+	p.until.Store(t.UnixNano())
+	p.c.SetReadDeadline(t)
+}
+
+// readDeadline is the deadline of the next read.
+func (p *wirePeer) readDeadline() time.Time {
+	d := time.Now().Add(p.wait)
+	if u := p.until.Load(); u != 0 && time.Unix(0, u).Before(d) {
+		return time.Unix(0, u)
+	}
+	return d
 }
 
 func newWirePeer(c *net.UnixConn, wait time.Duration) *wirePeer {
@@ -163,7 +189,7 @@ func (p *wirePeer) closeWrite() error { return p.c.CloseWrite() }
 // descriptors that came with them.
 func (p *wirePeer) read(n int) ([]byte, error) {
 	buf := make([]byte, n)
-	p.c.SetReadDeadline(time.Now().Add(p.wait))
+	p.c.SetReadDeadline(p.readDeadline())
 	got, oobn, flags, _, err := p.c.ReadMsgUnix(buf, p.oob)
 	if oobn > 0 {
 		p.takeControl(p.oob[:oobn])

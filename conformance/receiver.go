@@ -305,6 +305,14 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 	if limit == 0 {
 		limit = 8
 	}
+	// Once the adapter answers, the implementation has closed its end:
+	// what is left to read is queued already.
+	answered := make(chan error, 1)
+	go func() {
+		err := <-replies
+		s.p.cut()
+		answered <- err
+	}()
 	for {
 		f, err := s.p.readFrame()
 		if err != nil {
@@ -320,7 +328,7 @@ func (sc receiverScenario) run(e *env) *receiverRun {
 		}
 	}
 	r.viol = s.p.viol
-	r.replyErr = <-replies
+	r.replyErr = <-answered
 	r.elapsed = time.Since(start)
 	s.p.close()
 	if sc.after != nil {

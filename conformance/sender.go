@@ -561,6 +561,9 @@ func readAll(p *wirePeer) (frames []inFrame, end error) {
 			return frames, err
 		}
 		frames = append(frames, f)
+		if f.Header.Type == wire.TypeError {
+			p.cut() // the close is due at once
+		}
 	}
 	return frames, fmt.Errorf("more than 8 frames")
 }
