@@ -461,6 +461,9 @@ var _ = Describe("a Handler that takes seconds", func() {
 			}),
 		}
 		addr, done := serve(srv)
+		var once sync.Once
+		free := func() { once.Do(func() { close(release) }) }
+		DeferCleanup(free) // before the Server's Close, should the spec fail
 		first := make(chan error, 1)
 		go func() { first <- graceful.Receive(addr, func(int, io.Reader) error { return nil }) }()
 		Eventually(calls.Load).Should(BeNumerically("==", 1))
@@ -477,7 +480,7 @@ var _ = Describe("a Handler that takes seconds", func() {
 			third <- (&graceful.Client{Timeout: time.Second}).Receive(addr, func(int, io.Reader) error { return nil })
 		}()
 		Eventually(done).Should(Receive(MatchError(graceful.ErrBusy)), "the third was told BUSY")
-		close(release)
+		free()
 		Eventually(first).WithTimeout(5 * time.Second).Should(Receive(BeNil()))
 		Eventually(third).WithTimeout(5 * time.Second).Should(Receive(BeNil()))
 	})
