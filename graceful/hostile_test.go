@@ -536,3 +536,43 @@ var _ = Describe("a sender that dies after END while the callbacks run", func() 
 		unix.Close(got[0])
 	})
 })
+
+var _ = Describe("a Server's pending connections", func() {
+	It("are at most MaxPending: the one waiting longest for its HELLO is closed when another arrives, and Done says why", func() {
+		addr, done := serve(&graceful.Server{Handler: graceful.CallbackHandler(func() {}), MaxPending: 2})
+		first := dialRaw(addr)
+		first.send(hello()[:3]) // half a header: it waits for the rest
+		second := dialRaw(addr)
+		third := dialRaw(addr)
+		first.expectClosed()
+		var err error
+		Eventually(done).Should(Receive(&err))
+		Expect(err).To(MatchError(ContainSubstring("MaxPending")))
+
+		By("the others are still served")
+		for _, p := range []*rawPeer{second, third} {
+			p.send(hello())
+		}
+		second.expect(wire.TypeWelcome)
+		third.expectError(wire.CodeBusy)
+	})
+})
+
+var _ = Describe("a Server's session deadline", func() {
+	It("ends a session whose steps each keep within Timeout, once SessionTimeout has passed since accept", func() {
+		addr, done := serve(&graceful.Server{
+			Handler:        graceful.CallbackHandler(func() {}),
+			Timeout:        time.Second,
+			SessionTimeout: 1500 * time.Millisecond,
+		})
+		p := dialRaw(addr)
+		<-time.After(800 * time.Millisecond) // a slow receiver: its HELLO within the step's second
+		p.send(hello())
+		Expect(readSet(p)).To(BeZero())
+		// and no ACK: the step would allow until 1.8 s, the session 1.5 s
+		var err error
+		Eventually(done).WithTimeout(5 * time.Second).Should(Receive(&err))
+		Expect(err).To(MatchError(os.ErrDeadlineExceeded))
+		Expect(err).To(MatchError(ContainSubstring("no ACK before the session deadline")))
+	})
+})
