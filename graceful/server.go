@@ -413,7 +413,8 @@ func (s *Server) report(peer PeerCred, err error, claimed bool) {
 
 // ServeConn runs sessions on conn, a connection the caller made (accepted
 // or dialed), until the receiver closes it between two sessions; then it
-// returns nil. The peer's credentials are checked first, as a Server
+// returns nil (before a first session, ErrPeerClosed, and Done does not
+// hear of it). The peer's credentials are checked first, as a Server
 // checks those it accepts; for the duration of the call, conn refuses
 // descriptors (SO_PASSRIGHTS, where the kernel has it). Each session sends
 // what Handler writes, one set at a time with the Server's other
