@@ -188,7 +188,7 @@ var _ = Describe("a Server under a flood of connections", Label("flood"), Serial
 				took = time.Since(start)
 				received <- err
 			}()
-			Eventually(received).WithTimeout(5 * time.Second).Should(Receive(BeNil()))
+			Eventually(received).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
 
 			connected := 0
 			for _, a := range attackers {

@@ -122,9 +122,12 @@ func Serve(ln net.Listener, h Handler) error {
 func (s *Server) ListenAndServe(addr string) error {
 	deadline := time.Now().Add(stepTimeout(s.Timeout))
 	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
-		ln, err := listen(addr)
+		ln, err := s.listen(addr)
 		if err == nil {
 			return s.serve(ln, addr)
+		}
+		if err == ErrServerClosed {
+			return err
 		}
 		if !errors.Is(err, errLive) || time.Now().Add(pause).After(deadline) {
 			return opError("listen", addr, err)
@@ -135,6 +138,22 @@ func (s *Server) ListenAndServe(addr string) error {
 		case <-time.After(pause):
 		}
 	}
+}
+
+// listen creates the socket at addr unless the Server is closed, and makes
+// it the Server's at once: a Close that comes once the socket is in place
+// closes it.
+func (s *Server) listen(addr string) (*net.UnixListener, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrServerClosed
+	}
+	ln, err := listen(addr)
+	if err == nil {
+		s.ln, s.addr = ln, addr
+	}
+	return ln, err
 }
 
 // Serve accepts receivers on ln until Close, and closes ln then. It
