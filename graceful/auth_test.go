@@ -37,23 +37,18 @@ var _ = Describe("a receiver facing a sender of another user", func() {
 		Expect(f[0]).To(Equal("ErrUnauthorized"), "%v", f)
 	}
 
-	It("refuses a listener of another user at the path, before writing HELLO", func() {
-		needRoot()
-		addr := filepath.Join(publicDir(), "s")
-		srv := startChild("serve", asUser(otherUser), addr, "any")
-		srv.expectLine("ready")
-		refusing(addr, srv)
-		srv.stop()
-	})
-
-	It("refuses a squatter of an abstract name", func() {
-		needRoot()
-		addr := abstractAddr()
-		srv := startChild("serve", asUser(otherUser), addr, "any")
-		srv.expectLine("ready")
-		refusing(addr, srv)
-		srv.stop()
-	})
+	DescribeTable("refuses it before writing HELLO",
+		func(address func() string) {
+			needRoot()
+			addr := address()
+			srv := startChild("serve", asUser(otherUser), addr, "any")
+			srv.expectLine("ready")
+			refusing(addr, srv)
+			srv.stop()
+		},
+		Entry("a listener of another user at the path", func() string { return filepath.Join(publicDir(), "s") }),
+		Entry("a squatter of an abstract name", abstractAddr),
+	)
 
 	It("takes the set when its Authorize accepts the sender's credentials", func() {
 		needRoot()

@@ -144,7 +144,9 @@ func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 		if !errors.Is(err, ErrBusy) || time.Now().Add(pause).After(deadline) {
 			return c.result("receive", addr, n, err)
 		}
-		log.log(slog.LevelDebug, "graceful: sender busy; asking again", "addr", addr, "err", err)
+		if log.enabled(slog.LevelDebug) {
+			log.log(slog.LevelDebug, "graceful: sender busy; asking again", "addr", addr, "err", err)
+		}
 		// Most BUSY answers come from a server still reading the previous
 		// receiver's READY, and clear within microseconds; a sleep cannot
 		// be shorter than a millisecond.
@@ -165,7 +167,9 @@ func (c *Client) result(op, addr string, n int, err error) error {
 		log.log(slog.LevelError, "graceful: "+op+" failed", "err", err)
 		return err
 	}
-	log.log(slog.LevelDebug, "graceful: received the set", "addr", addr, "descriptors", n)
+	if log.enabled(slog.LevelDebug) {
+		log.log(slog.LevelDebug, "graceful: received the set", "addr", addr, "descriptors", n)
+	}
 	return nil
 }
 

@@ -61,21 +61,14 @@ func FileHandler(f *os.File, meta io.WriterTo) Handler {
 }
 
 // FdHandler returns a Handler that sends fd, described as KindRaw. fd must
-// stay open until the session is over.
+// stay open until the session is over. An error fails the session, which
+// reports it (Done, the Logger) once.
 func FdHandler(fd int, meta io.WriterTo) Handler {
-	return HandlerFunc(func(_ net.Conn, w ResponseWriter) {
-		if err := w.Write(fd, meta); err != nil {
-			w.Errorf("graceful: send fd %d: %v", fd, err)
-		}
-	})
+	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { w.Write(fd, meta) })
 }
 
 func valueHandler(v any, kind Kind, meta io.WriterTo) Handler {
-	return HandlerFunc(func(_ net.Conn, w ResponseWriter) {
-		if err := writeValue(w, v, kind, meta); err != nil {
-			w.Errorf("graceful: send %T: %v", v, err)
-		}
-	})
+	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { writeValue(w, v, kind, meta) })
 }
 
 // writeValue queues the descriptor behind v without dup and without

@@ -210,7 +210,7 @@ func attackMain(args []string) error {
 			return err
 		}
 		// A full backlog makes connect wait: at most this long.
-		tv := unix.Timeval{Sec: 5}
+		tv := unix.Timeval{Sec: 20}
 		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: addr}); err != nil {
 			unix.Close(fd)

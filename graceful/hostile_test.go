@@ -188,7 +188,7 @@ var _ = Describe("a Server under a flood of connections", Label("flood"), Serial
 				took = time.Since(start)
 				received <- err
 			}()
-			Eventually(received).WithTimeout(5 * time.Second).Should(Receive(BeNil()))
+			Eventually(received).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
 
 			connected := 0
 			for _, a := range attackers {
@@ -461,6 +461,9 @@ var _ = Describe("a Handler that takes seconds", func() {
 			}),
 		}
 		addr, done := serve(srv)
+		var once sync.Once
+		free := func() { once.Do(func() { close(release) }) }
+		DeferCleanup(free) // before the Server's Close, should the spec fail
 		first := make(chan error, 1)
 		go func() { first <- graceful.Receive(addr, func(int, io.Reader) error { return nil }) }()
 		Eventually(calls.Load).Should(BeNumerically("==", 1))
@@ -477,7 +480,7 @@ var _ = Describe("a Handler that takes seconds", func() {
 			third <- (&graceful.Client{Timeout: time.Second}).Receive(addr, func(int, io.Reader) error { return nil })
 		}()
 		Eventually(done).Should(Receive(MatchError(graceful.ErrBusy)), "the third was told BUSY")
-		close(release)
+		free()
 		Eventually(first).WithTimeout(5 * time.Second).Should(Receive(BeNil()))
 		Eventually(third).WithTimeout(5 * time.Second).Should(Receive(BeNil()))
 	})
@@ -531,5 +534,44 @@ var _ = Describe("a sender that dies after END while the callbacks run", func() 
 		Expect(err).NotTo(MatchError(graceful.ErrPeerClosed))
 		Expect(got).To(HaveLen(1))
 		unix.Close(got[0])
+	})
+})
+
+var _ = Describe("a Server's pending connections", func() {
+	It("are at most MaxPending: the one waiting longest for its HELLO is closed when another arrives, and Done says why", func() {
+		addr, done := serve(&graceful.Server{Handler: graceful.CallbackHandler(func() {}), MaxPending: 2})
+		first := dialRaw(addr)
+		first.send(hello()[:3]) // half a header: it waits for the rest
+		second := dialRaw(addr)
+		third := dialRaw(addr)
+		first.expectClosed()
+		var err error
+		Eventually(done).Should(Receive(&err))
+		Expect(err).To(MatchError(ContainSubstring("MaxPending")))
+
+		By("the others are still served")
+		second.send(hello())
+		second.expect(wire.TypeWelcome)
+		third.send(hello())
+		third.expectError(wire.CodeBusy)
+	})
+})
+
+var _ = Describe("a Server's session deadline", func() {
+	It("ends a session whose steps each keep within Timeout, once SessionTimeout has passed since accept", func() {
+		addr, done := serve(&graceful.Server{
+			Handler:        graceful.CallbackHandler(func() {}),
+			Timeout:        time.Second,
+			SessionTimeout: 1500 * time.Millisecond,
+		})
+		p := dialRaw(addr)
+		<-time.After(800 * time.Millisecond) // a slow receiver: its HELLO within the step's second
+		p.send(hello())
+		Expect(readSet(p)).To(BeZero())
+		// and no ACK: the step would allow until 1.8 s, the session 1.5 s
+		var err error
+		Eventually(done).WithTimeout(5 * time.Second).Should(Receive(&err))
+		Expect(err).To(MatchError(os.ErrDeadlineExceeded))
+		Expect(err).To(MatchError(ContainSubstring("no ACK before the session deadline")))
 	})
 })

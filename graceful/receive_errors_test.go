@@ -159,6 +159,18 @@ var _ = Describe("a receiver facing a broken sender", func() {
 		}
 	})
 
+	It("reads the sender's ERROR even when its HELLO cannot be written, the sender having closed (AUTH-9)", func() {
+		a, b := socketPair()
+		defer a.Close()
+		p := newRawPeer(b)
+		p.send(wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeUnauthorized, Message: "not you"}))
+		Expect(b.Close()).To(Succeed())
+		err := graceful.ReceiveFrom(a, func(int, io.Reader) error { return nil })
+		Expect(err).To(MatchError(graceful.ErrUnauthorized))
+		Expect(err).To(MatchError(ContainSubstring("not you")))
+		Expect(err).NotTo(MatchError(graceful.ErrPeerClosed))
+	})
+
 	It("reports ErrNoServer when nothing listens, and ErrNotUnixConn for other connections", func() {
 		err := graceful.Receive(socketAddr(), func(int, io.Reader) error { return nil })
 		Expect(err).To(MatchError(graceful.ErrNoServer))

@@ -93,7 +93,7 @@ func sendOn(uc *net.UnixConn, addr string, write func(ResponseWriter) error) err
 		return opError("send", addr, err)
 	}
 	var werr error
-	err = offer(uc, hello, cfg, func(_ net.Conn, w ResponseWriter) { werr = write(w) })
+	_, err = offer(uc, hello, cfg, func(_ net.Conn, w ResponseWriter) { werr = write(w) })
 	if werr != nil {
 		return opError("send", addr, werr)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -46,8 +47,8 @@ type senderConfig struct {
 	readyTimeout time.Duration // < 0: do not wait for READY
 	session      time.Time     // the whole session's deadline
 	log          logger
-	busy         func() bool // reports whether another session holds the set
-	exact        bool        // read no byte past the session (see frameConn)
+	srv          *Server // whose set the session claims, and whose Handler fills it; nil for none
+	exact        bool    // read no byte past the session (see frameConn)
 }
 
 // sender implements ResponseWriter for one session.
@@ -153,6 +154,14 @@ func writeError(err error) error {
 // for descriptors: the kernel discards any that come (SND-9). It returns
 // io.EOF alone when the peer closed before sending a byte.
 func readHello(c *net.UnixConn, timeout time.Duration, deadline time.Time, bySession bool) (wire.Hello, error) {
+	var buf [helloSize]byte
+	return readHelloInto(c, &buf, timeout, deadline, bySession)
+}
+
+// helloSize is a HELLO frame's size, header included.
+const helloSize = wire.HeaderSize + 12
+
+func readHelloInto(c *net.UnixConn, buf *[helloSize]byte, timeout time.Duration, deadline time.Time, bySession bool) (wire.Hello, error) {
 	if err := c.SetReadDeadline(deadline); err != nil {
 		return wire.Hello{}, err
 	}
@@ -167,30 +176,47 @@ func readHello(c *net.UnixConn, timeout time.Duration, deadline time.Time, bySes
 		}
 		return wire.Hello{}, err
 	}
-	var hdr [wire.HeaderSize]byte
-	if n, err := io.ReadFull(c, hdr[:]); err != nil {
+	hdr := buf[:wire.HeaderSize]
+	if n, err := readFull(c, hdr); err != nil {
 		return fail(err, n > 0)
 	}
-	h, err := wire.ParseHeaderIn(hdr[:], wire.TypesOf(wire.TypeHello, wire.TypeError))
+	h, err := wire.ParseHeaderIn(hdr, wire.TypesOf(wire.TypeHello, wire.TypeError))
 	if err != nil {
 		return wire.Hello{}, protocolError(err)
 	}
 	if h.Type == wire.TypeError {
 		payload := make([]byte, h.Length) // at most 4 + wire.MaxErrorText
-		if _, err := io.ReadFull(c, payload); err != nil {
+		if _, err := readFull(c, payload); err != nil {
 			return fail(err, true)
 		}
 		return wire.Hello{}, peerError(payload)
 	}
-	var payload [12]byte // ParseHeaderIn checked HELLO's length
-	if _, err := io.ReadFull(c, payload[:]); err != nil {
+	payload := buf[wire.HeaderSize:] // ParseHeaderIn checked HELLO's length
+	if _, err := readFull(c, payload); err != nil {
 		return fail(err, true)
 	}
-	hello, err := wire.ParseHello(payload[:])
+	hello, err := wire.ParseHello(payload)
 	if err != nil {
 		return wire.Hello{}, protocolError(err)
 	}
 	return hello, nil
+}
+
+// readFull is io.ReadFull on c: the end of the stream is io.EOF when
+// nothing was read, io.ErrUnexpectedEOF otherwise.
+func readFull(c *net.UnixConn, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := c.Read(p[n:])
+		n += m
+		if err != nil {
+			if errors.Is(err, io.EOF) && n > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // tell writes one ERROR frame saying why the session ends, when the peer
@@ -205,22 +231,34 @@ func tell(c *net.UnixConn, err error, timeout time.Duration) {
 }
 
 // offer runs a sender session on conn from the receiver's HELLO, which it
-// has read (spec section 4): the version, then BUSY, WELCOME, the
-// descriptors that fill writes, END, ACK and, when asked, READY. It returns
+// has read (spec section 4): the version, then BUSY when another session
+// holds cfg.srv's set, WELCOME, the descriptors that fill (or else
+// cfg.srv's Handler) writes, END, ACK and, when asked, READY. It returns
 // nil only when the receiver acknowledged the whole set (and said ready
-// when waited for).
-func offer(conn *net.UnixConn, hello wire.Hello, cfg senderConfig, fill func(net.Conn, ResponseWriter)) (err error) {
+// when waited for); claimed says whether it held cfg.srv's set, which the
+// caller releases.
+func offer(conn *net.UnixConn, hello wire.Hello, cfg senderConfig, fill func(net.Conn, ResponseWriter)) (claimed bool, err error) {
 	if hello.MinVersion > wire.Version || hello.MaxVersion < wire.Version || hello.MinVersion > hello.MaxVersion {
 		err := fmt.Errorf("%w: receiver speaks %d to %d, this sender speaks %d to %d",
 			ErrUnsupportedVersion, hello.MinVersion, hello.MaxVersion, wire.Version, wire.Version)
 		tell(conn, err, stepTimeout(cfg.timeout))
-		return err
+		return false, err
 	}
-	if cfg.busy != nil && cfg.busy() {
-		tell(conn, ErrBusy, stepTimeout(cfg.timeout))
-		return ErrBusy
+	if cfg.srv != nil {
+		if !cfg.srv.claim() {
+			tell(conn, ErrBusy, stepTimeout(cfg.timeout))
+			return false, ErrBusy
+		}
+		claimed = true
+		if fill == nil {
+			fill = cfg.srv.handle
+		}
 	}
+	return claimed, serveSet(conn, cfg, fill)
+}
 
+// serveSet is the session from WELCOME on.
+func serveSet(conn *net.UnixConn, cfg senderConfig, fill func(net.Conn, ResponseWriter)) (err error) {
 	fc := newFrameConn(pollerConn{conn}, cfg.timeout, cfg.session)
 	defer fc.release()
 	fc.exact = cfg.exact
@@ -259,7 +297,9 @@ func offer(conn *net.UnixConn, hello wire.Hello, cfg senderConfig, fill func(net
 	if n != s.count {
 		return fmt.Errorf("%w: ACK for %d descriptors, %d sent", ErrMalformed, n, s.count)
 	}
-	cfg.log.Debugf("graceful: receiver acknowledged %d descriptors", s.count)
+	if cfg.log.enabled(slog.LevelDebug) {
+		cfg.log.Debugf("graceful: receiver acknowledged %d descriptors", s.count)
+	}
 	if cfg.readyTimeout < 0 {
 		return nil
 	}

@@ -96,7 +96,7 @@ type Server struct {
 type accepted struct {
 	c       net.Conn
 	start   time.Time
-	peer    any           // its credentials, once known, for the log
+	peer    PeerCred      // its credentials, once known, for the log
 	elem    *list.Element // in pending, until the HELLO is in
 	waiting bool          // its goroutine waits for the HELLO
 	evicted bool          // closed to make room (MaxPending)
@@ -122,9 +122,12 @@ func Serve(ln net.Listener, h Handler) error {
 func (s *Server) ListenAndServe(addr string) error {
 	deadline := time.Now().Add(stepTimeout(s.Timeout))
 	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
-		ln, err := listen(addr)
+		ln, err := s.listen(addr)
 		if err == nil {
 			return s.serve(ln, addr)
+		}
+		if err == ErrServerClosed {
+			return err
 		}
 		if !errors.Is(err, errLive) || time.Now().Add(pause).After(deadline) {
 			return opError("listen", addr, err)
@@ -135,6 +138,22 @@ func (s *Server) ListenAndServe(addr string) error {
 		case <-time.After(pause):
 		}
 	}
+}
+
+// listen creates the socket at addr unless the Server is closed, and makes
+// it the Server's at once: a Close that comes once the socket is in place
+// closes it.
+func (s *Server) listen(addr string) (*net.UnixListener, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrServerClosed
+	}
+	ln, err := listen(addr)
+	if err == nil {
+		s.ln, s.addr = ln, addr
+	}
+	return ln, err
 }
 
 // Serve accepts receivers on ln until Close, and closes ln then. It
@@ -175,7 +194,7 @@ func (s *Server) serve(ln net.Listener, addr string) error {
 			return opError("serve", addr, err)
 		}
 		pause = 0
-		ac := &accepted{c: c, start: time.Now()}
+		ac := &accepted{c: c, start: time.Now(), peer: PeerCred{PID: -1, UID: -1, GID: -1}}
 		if !s.admit(ac) {
 			c.Close()
 			return ErrServerClosed
@@ -294,11 +313,8 @@ func (s *Server) serveConn(ac *accepted) (claimed bool, err error) {
 
 // offer runs the session from HELLO on, holding the set if it is free.
 func (s *Server) offer(c *net.UnixConn, hello wire.Hello, cfg senderConfig) (claimed bool, err error) {
-	cfg.busy = func() bool {
-		claimed = s.claim()
-		return !claimed
-	}
-	err = offer(c, hello, cfg, s.handle)
+	cfg.srv = s
+	claimed, err = offer(c, hello, cfg, nil)
 	if claimed {
 		s.release()
 	}
@@ -383,33 +399,41 @@ func (s *Server) config(start time.Time) senderConfig {
 // at error or info level, a BUSY turn-away at debug level, any other
 // failure before the session through the flood log. A connection closed
 // before its first byte (io.EOF alone) is not a session.
-func (s *Server) report(who any, err error, claimed bool) {
+func (s *Server) report(peer PeerCred, err error, claimed bool) {
 	log := logger{s.Logger}
-	peer := slog.Any("peer", who)
+	level, msg, flooded := slog.LevelError, "graceful: session failed", false
 	switch {
 	case err == io.EOF:
-		log.log(slog.LevelDebug, "graceful: connection closed before its first byte", peer)
-		return
+		level, msg = slog.LevelDebug, "graceful: connection closed before its first byte"
 	case err == nil:
-		log.log(slog.LevelInfo, "graceful: handed the set", peer)
+		level, msg = slog.LevelInfo, "graceful: handed the set"
 	case claimed:
-		log.log(slog.LevelError, "graceful: session failed", peer, "err", err)
 	case errors.Is(err, ErrBusy):
-		log.log(slog.LevelDebug, "graceful: receiver told BUSY", peer)
+		level, msg = slog.LevelDebug, "graceful: receiver told BUSY"
 	default:
-		s.flood.note(log, "graceful: connection failed before its session", peer, "err", err)
+		s.flood.note(log, "graceful: connection failed before its session", "peer", peer, "err", err)
+		flooded = true
 	}
-	if s.Done != nil {
-		s.mu.Lock()
-		addr := s.addr
-		s.mu.Unlock()
-		s.Done(opError("serve", addr, err))
+	if !flooded && log.enabled(level) {
+		if err != nil && err != io.EOF {
+			log.log(level, msg, "peer", peer, "err", err)
+		} else {
+			log.log(level, msg, "peer", peer)
+		}
 	}
+	if err == io.EOF || s.Done == nil {
+		return
+	}
+	s.mu.Lock()
+	addr := s.addr
+	s.mu.Unlock()
+	s.Done(opError("serve", addr, err))
 }
 
 // ServeConn runs sessions on conn, a connection the caller made (accepted
 // or dialed), until the receiver closes it between two sessions; then it
-// returns nil. The peer's credentials are checked first, as a Server
+// returns nil (before a first session, ErrPeerClosed, and Done does not
+// hear of it). The peer's credentials are checked first, as a Server
 // checks those it accepts; for the duration of the call, conn refuses
 // descriptors (SO_PASSRIGHTS, where the kernel has it). Each session sends
 // what Handler writes, one set at a time with the Server's other
@@ -430,8 +454,9 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	}
 	defer refuseRights(uc)()
 	defer uc.SetDeadline(time.Time{})
+	var buf [helloSize]byte // one for every session
 	for sessions := 0; ; sessions++ {
-		claimed, err := s.serveOnConn(uc)
+		claimed, err := s.serveOnConn(uc, &buf)
 		// A receiver that closes between sessions is ending the
 		// connection, not failing a session: that is not reported.
 		if errors.Is(err, io.EOF) {
@@ -448,11 +473,11 @@ func (s *Server) ServeConn(conn net.Conn) error {
 }
 
 // serveOnConn runs one session of ServeConn.
-func (s *Server) serveOnConn(uc *net.UnixConn) (claimed bool, err error) {
+func (s *Server) serveOnConn(uc *net.UnixConn, buf *[helloSize]byte) (claimed bool, err error) {
 	cfg := s.config(time.Now())
 	cfg.exact = true
 	deadline, bySession := helloDeadline(cfg)
-	hello, err := readHello(uc, cfg.timeout, deadline, bySession)
+	hello, err := readHelloInto(uc, buf, cfg.timeout, deadline, bySession)
 	if err != nil {
 		tell(uc, err, cfg.timeout)
 		return false, err

@@ -226,19 +226,7 @@ var _ = Describe("PeerCred", func() {
 	})
 
 	It("is the dialling process over an accepted connection, and the listening one over the dialled", func() {
-		dir, err := os.MkdirTemp("", "gf")
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(os.RemoveAll, dir)
-		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(ln.Close)
-		Expect(ln.SetDeadline(time.Now().Add(stepTimeout))).To(Succeed())
-		client, err := net.DialUnix("unix", nil, ln.Addr().(*net.UnixAddr))
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(client.Close)
-		server, err := ln.AcceptUnix()
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(server.Close)
+		client, server := acceptedPair(listenUnix())
 		Expect(fdpass.PeerCred(server)).To(Equal(me))
 		Expect(fdpass.PeerCred(client)).To(Equal(me))
 	})
@@ -280,21 +268,12 @@ var _ = Describe("SO_PASSRIGHTS", func() {
 	})
 
 	It("is inherited by the connections a listener accepts", func() {
-		dir := GinkgoT().TempDir()
-		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(ln.Close)
+		ln := listenUnix()
 		if _, known, _ := fdpass.PassRights(ln); !known {
 			Skip("this kernel has no SO_PASSRIGHTS (Linux 6.16 and later)")
 		}
 		Expect(fdpass.SetPassRights(ln, false)).To(Succeed())
-		Expect(ln.SetDeadline(time.Now().Add(stepTimeout))).To(Succeed())
-		client, err := net.DialUnix("unix", nil, ln.Addr().(*net.UnixAddr))
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(client.Close)
-		server, err := ln.AcceptUnix()
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(server.Close)
+		_, server := acceptedPair(ln)
 		on, _, err := fdpass.PassRights(server)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(on).To(BeFalse())
@@ -315,3 +294,26 @@ var _ = Describe("CloseAll", func() {
 		Expect(openFds()).To(Equal(before - 4))
 	})
 })
+
+// listenUnix listens on a fresh unix socket path, until the spec ends.
+func listenUnix() *net.UnixListener {
+	GinkgoHelper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(GinkgoT().TempDir(), "s"), Net: "unix"})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(ln.Close)
+	return ln
+}
+
+// acceptedPair dials ln and accepts: the two ends, closed when the spec
+// ends.
+func acceptedPair(ln *net.UnixListener) (client, server *net.UnixConn) {
+	GinkgoHelper()
+	Expect(ln.SetDeadline(time.Now().Add(stepTimeout))).To(Succeed())
+	client, err := net.DialUnix("unix", nil, ln.Addr().(*net.UnixAddr))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(client.Close)
+	server, err = ln.AcceptUnix()
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(server.Close)
+	return client, server
+}
