@@ -165,8 +165,14 @@ func (t *traceTable) markdown() string {
 		proven += r.proven()
 		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %d | %s |\n", r.id, r.level, r.role, len(r.checks), r.proven(), len(r.mutants), flag)
 	}
-	fmt.Fprintf(&b, "\n%d checks of a requirement, %d proven by a mutant of it (%d mutants in all). Requirements with no proven check: %s.\n",
-		checks, proven, len(mutants.Table), orNone(none))
+	faults := 0
+	for _, m := range mutants.Table {
+		if m.ID != "" {
+			faults++
+		}
+	}
+	fmt.Fprintf(&b, "\n%d checks of a requirement, %d proven by a mutant of it (%d mutants in all, besides the control and an adapter that never says done). Requirements with no proven check: %s.\n",
+		checks, proven, faults, orNone(none))
 	for _, r := range t.reqs {
 		fmt.Fprintf(&b, "\n## %s (%s, %s)\n\nMutants: %s\n", r.id, r.level, r.role, orNone(r.mutants))
 		if len(r.checks) == 0 {
