@@ -107,6 +107,12 @@ func sendingSpecs(e *env) {
 					Expect(l.records[i].Kind).To(BeElementOf(f.kind, wire.KindRaw), "kind of the %s%s", f.name, r.transcript())
 				}
 			})
+			e.verify("holds nothing of the session once it has ended", "ERR-2", func() {
+				r := run()
+				r.mustServe()
+				r.expectWholeSet(r.session(0))
+				r.expectTableBack()
+			})
 			e.verify("reports the session as ready", "ACK-2 RDY-2", func() {
 				r := run()
 				r.mustServe()

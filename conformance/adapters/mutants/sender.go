@@ -130,7 +130,7 @@ func (e *engine) accept() {
 		run := func() {
 			defer e.wg.Done()
 			ready, err := e.serveConn(c)
-			if err != nil && e.on("leak-conn") {
+			if (err != nil && e.on("leak-conn")) || (err == nil && e.on("sender-leak-on-success")) {
 				if fd, derr := unix.Dup(connFd(c)); derr == nil {
 					_ = fd // kept open on purpose
 				}

@@ -182,6 +182,7 @@ var Table = []Mutant{
 	{"crash-on-garbage", "ERR-2", "exits on a frame of unknown type"},
 	{"crash-on-failure", "ERR-2", "receiver exits when a session fails"},
 	{"leak-conn", "ERR-2", "sender keeps a copy of every refused connection"},
+	{"sender-leak-on-success", "ERR-2", "sender keeps a copy of every connection that ended well"},
 	{"answer-error", "ERR-3", "answers an ERROR with an ERROR"},
 	{"strict-error-text", "ERR-3", "answers an ERROR whose message is not UTF-8 with MALFORMED"},
 	{"skip-odd-errors", "ERR-3", "receiver passes over an ERROR of unknown code, broken layout or non-ASCII text"},
