@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
+
+	"github.com/gracefulfd/graceful/conformance/internal/procsys"
 )
 
 // Defaults for the zero values of Config.
@@ -106,24 +106,11 @@ func (c Config) check() error {
 	if len(c.Adapter) == 0 {
 		return errors.Join(ErrConfig, errors.New("no adapter command"))
 	}
-	if os.Geteuid() == overflowUID() {
+	if os.Geteuid() == procsys.OverflowUID() {
 		// The implementation runs as the suite's user, and so does every
 		// peer the suite plays: all would be refused (protocol AUTH-7).
 		return errors.Join(ErrConfig, fmt.Errorf("the suite runs as the overflow uid %d: an implementation "+
 			"that follows protocol AUTH-7 refuses every peer then; run it as another user", os.Geteuid()))
 	}
 	return nil
-}
-
-// overflowUID is the kernel's overflow uid (usually 65534, nobody).
-func overflowUID() int {
-	b, err := os.ReadFile("/proc/sys/kernel/overflowuid")
-	if err != nil {
-		return 65534
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 65534
-	}
-	return n
 }

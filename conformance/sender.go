@@ -488,6 +488,12 @@ func (s *receiverScript) finishSession(p *wirePeer, l *sessionLog, ack []byte, r
 	l.received = len(p.received)
 }
 
+// goodOne is the script of one good session and its result.
+func goodOne(s *receiverScript) {
+	s.goodSession()
+	s.result()
+}
+
 // open connects, says HELLO and reads the set: the start of most of the
 // scripts' sessions. p is nil when the connection failed (noted).
 func (s *receiverScript) open() (p *wirePeer, l *sessionLog) {

@@ -231,10 +231,7 @@ func authSpecs(e *env) {
 			e.refusedAuth("AUTH-8", run)
 		})
 		e.describe("a receiver of the same user, on an abstract address", func() {
-			run := e.lazySender(senderScenario{fixtures: one, abstract: true, needs: []string{"abstract"}, script: func(s *receiverScript) {
-				s.goodSession()
-				s.result()
-			}})
+			run := e.lazySender(senderScenario{fixtures: one, abstract: true, needs: []string{"abstract"}, script: goodOne})
 			e.verify("gets the set", "AUTH-8", func() {
 				r := run()
 				r.mustServe()
@@ -460,10 +457,7 @@ func (e *env) occupy(o pathOccupant) {
 				r.afterServe = append(r.afterServe, func() { r.checks["occupant"] = inspect() })
 				return nil
 			},
-			script: func(s *receiverScript) {
-				s.goodSession()
-				s.result()
-			}})
+			script: goodOne})
 		if o.serves {
 			e.verify("replaces it and serves", "AUTH-11", func() {
 				r := run()

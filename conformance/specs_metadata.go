@@ -89,10 +89,7 @@ func metadataSpecs(e *env) {
 					d[0]["meta"], d[0]["kv"] = nil, kvSample
 					return d
 				},
-				script: func(s *receiverScript) {
-					s.goodSession()
-					s.result()
-				}})
+				script: goodOne})
 			e.verify("is encoded as section 5 says, keys sorted by their bytes", "META-1", func() {
 				r := run()
 				r.mustServe()

@@ -123,10 +123,7 @@ func sendingSpecs(e *env) {
 
 		for _, n := range []int{252, 253, 504, 505, 600} {
 			e.describe(fmt.Sprintf("a set of %d descriptors, at scrambled numbers", n), Label(LabelSlow), func() {
-				run := e.lazySender(senderScenario{fixtures: func() (fixtureSet, error) { return fileSet(n) }, script: func(s *receiverScript) {
-					s.goodSession()
-					s.result()
-				}})
+				run := e.lazySender(senderScenario{fixtures: func() (fixtureSet, error) { return fileSet(n) }, script: goodOne})
 				if n > wire.MaxFdsPerBatch {
 					e.verify("is split into BATCH frames of at most 252 descriptors", "SND-3", func() {
 						r := run()
@@ -153,10 +150,7 @@ func sendingSpecs(e *env) {
 			e.describe("16 descriptors whose records take 1 MiB and 1 byte", func() {
 				sizes := append([]int{}, exactlyOneMiB...)
 				sizes[len(sizes)-1] += extra
-				run := e.lazySender(senderScenario{fixtures: metaSet(sizes...), script: func(s *receiverScript) {
-					s.goodSession()
-					s.result()
-				}})
+				run := e.lazySender(senderScenario{fixtures: metaSet(sizes...), script: goodOne})
 				e.verify("are sent whole, in BATCH frames within the 1 MiB limit", "SND-6", func() {
 					r := run()
 					r.mustServe()
@@ -167,10 +161,7 @@ func sendingSpecs(e *env) {
 		}
 
 		e.describe("a connection it dials to a listening receiver", func() {
-			run := e.lazySender(senderScenario{fixtures: mixedSet, dial: true, needs: []string{"dial"}, script: func(s *receiverScript) {
-				s.goodSession()
-				s.result()
-			}})
+			run := e.lazySender(senderScenario{fixtures: mixedSet, dial: true, needs: []string{"dial"}, script: goodOne})
 			e.verify("carries the set, as on a connection it accepted", "SND-1 SND-2", func() {
 				r := run()
 				r.mustServe()
@@ -300,10 +291,7 @@ func sendingSpecs(e *env) {
 					}
 					return s, err
 				},
-				script: func(s *receiverScript) {
-					s.goodSession()
-					s.result()
-				}})
+				script: goodOne})
 			e.verify("are sent whole", "SND-5", func() {
 				r := run()
 				r.mustServe()

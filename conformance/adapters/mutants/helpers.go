@@ -16,22 +16,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gracefulfd/graceful/conformance/internal/procsys"
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
 // overflowUID is the uid the kernel reports for a peer it cannot map
 // (AUTH-7).
-var overflowUID = func() int {
-	b, err := os.ReadFile("/proc/sys/kernel/overflowuid")
-	if err != nil {
-		return 65534
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 65534
-	}
-	return n
-}()
+var overflowUID = procsys.OverflowUID()
 
 // checkPeer applies the credential check (AUTH-1, AUTH-5, AUTH-6, AUTH-7,
 // AUTH-8): the overflow uid never, then the policy, by default the same
