@@ -7,7 +7,9 @@ const (
 	// the process mid-handoff).
 	Receiving = "receiving"
 	// Received: the whole set is in and acknowledged; Fds counts the open
-	// descriptors at that point, before serving.
+	// descriptors at that point, before serving, less the established
+	// stream connections received (their number varies from one hand-off
+	// to the next).
 	Received = "received"
 	// Ready: serving, READY sent to the old generation; the addresses are set.
 	Ready = "ready"

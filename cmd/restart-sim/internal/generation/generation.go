@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,7 @@ const (
 	roleStream         = "stream"
 	roleUDP            = "udp"
 	roleLines          = "lines"
+	roleExtra          = "extra" // DefectLeak
 )
 
 // Config is a generation's settings, from its command line.
@@ -86,6 +88,8 @@ type Config struct {
 	// LineWriters and LineRate (lines a second, each) shape the file load.
 	LineWriters int
 	LineRate    float64
+	// Defect is "" or one of Defects: a bug restart-sim must catch.
+	Defect string
 }
 
 // service is one generation of the demo service.
@@ -114,6 +118,16 @@ type service struct {
 	session     *session      // the hand-off in progress; guarded by mu
 	handedOff   chan struct{} // closed when a successor took over
 	handedOnce  sync.Once
+	retiring    atomic.Bool // a successor took over
+
+	// The stream acceptor pauses for a hand-off like the streams do, so
+	// that no connection is accepted here once the set has been described.
+	acceptPausing atomic.Bool
+	acceptPaused  chan struct{}
+	acceptResume  chan bool // true: accept again; false: stop, a successor took over
+
+	extras        []*os.File // DefectLeak: descriptors received and handed on
+	streamsBroken int        // DefectStreamNotTaken: streams closed on receipt
 }
 
 // session is what a hand-off in progress paused.
@@ -127,6 +141,9 @@ func newService(cfg Config, ctl *harness.Control) *service {
 		ctl:       ctl,
 		served:    map[string]*atomic.Int64{},
 		handedOff: make(chan struct{}),
+
+		acceptPaused: make(chan struct{}, 1),
+		acceptResume: make(chan bool, 1),
 	}
 	for _, name := range load.Names {
 		s.served[name] = new(atomic.Int64)
@@ -147,6 +164,9 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 	} else {
 		conn, err = s.receive(stop)
 	}
+	if err == nil && cfg.From != "" {
+		err = s.misbehave()
+	}
 	if err != nil {
 		return s.fail(err)
 	}
@@ -154,7 +174,9 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 	if err != nil {
 		return s.fail(err)
 	}
-	if err := s.send(control.Received, control.Message{Fds: fds}); err != nil {
+	// Stream connections come and go with the dialer of the stream load:
+	// how many were open at the hand-off varies, so they are not counted.
+	if err := s.send(control.Received, control.Message{Fds: fds - len(s.streams)}); err != nil {
 		return s.fail(err)
 	}
 
@@ -166,6 +188,7 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 		return ExitHang
 	}
 
+	received := slices.Clone(s.streams) // before serve starts accepting more
 	s.serve()
 	if conn != nil {
 		err := graceful.Ready(conn)
@@ -175,7 +198,7 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 		}
 	}
 	readyMs := msSince(start)
-	s.serveStreamsAndLines()
+	s.serveStreamsAndLines(received)
 	if err := s.offer(); err != nil {
 		return s.fail(err)
 	}
@@ -281,10 +304,19 @@ func (s *service) take(fd int, r io.Reader) error {
 		if c, err = graceful.FdConn(fd); err != nil {
 			return err
 		}
+		if s.cfg.has(DefectStreamNotTaken) && s.streamsBroken == 0 {
+			s.streamsBroken++
+			return c.Close()
+		}
 		st, err := restoreStream(c, s.cfg.Gen, s.served[load.Stream], meta)
 		if err != nil {
 			c.Close()
 			return err
+		}
+		st.dropNext = s.cfg.has(DefectStreamDrop)
+		st.repeatNext = s.cfg.has(DefectStreamRepeat)
+		if s.cfg.has(DefectStreamState) {
+			st.count = 0
 		}
 		s.streams = append(s.streams, st)
 	case roleLines:
@@ -295,6 +327,8 @@ func (s *service) take(fd int, r io.Reader) error {
 			return err
 		}
 		s.lines = &lineWriters{file: f, gen: s.cfg.Gen, served: s.served[load.File], next: next}
+	case roleExtra:
+		s.extras = append(s.extras, os.NewFile(uintptr(fd), "extra"))
 	default:
 		unix.Close(fd)
 		return fmt.Errorf("descriptor with unknown role %q", role)
@@ -306,14 +340,32 @@ func (s *service) take(fd int, r io.Reader) error {
 // shared sockets, and accepting streams.
 func (s *service) serve() {
 	mux := http.NewServeMux()
+	var requests atomic.Int64 // DefectHTTP*, DefectKeepAliveStatus
 	mux.HandleFunc(proto.HTTPPath, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if n := s.served[q.Get("c")]; n != nil {
+		class, id := q.Get("c"), q.Get("id")
+		onConn := r.Context().Value(requestsOnConn{}).(*atomic.Int64).Add(1)
+		status := http.StatusOK
+		switch {
+		case class == load.HTTP && s.cfg.has(DefectHTTPWrong) && nth(requests.Add(1)):
+			id += "x"
+		case class == load.HTTP && s.cfg.has(DefectHTTPNoAnswer) && nth(requests.Add(1)),
+			class == load.KeepAlive && s.cfg.has(DefectKeepAliveAbort) && s.retiring.Load() && onConn > 1:
+			abort(w)
+			return
+		case class == load.KeepAlive && s.cfg.has(DefectKeepAliveStatus) && nth(requests.Add(1)):
+			status = http.StatusServiceUnavailable
+		}
+		if n := s.served[class]; n != nil {
 			n.Add(1)
 		}
-		io.WriteString(w, proto.HTTPBody(s.cfg.Gen, q.Get("id")))
+		w.WriteHeader(status)
+		io.WriteString(w, proto.HTTPBody(s.cfg.Gen, id))
 	})
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.Timeout, ErrorLog: log.New(io.Discard, "", 0)}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.Timeout, ErrorLog: log.New(io.Discard, "", 0),
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, requestsOnConn{}, new(atomic.Int64))
+		}}
 	s.drainer = graceful.NewHTTPDrainer(s.http)
 	s.httpDone = make(chan struct{})
 	go func() {
@@ -330,13 +382,12 @@ func (s *service) serve() {
 // serveStreamsAndLines starts what only one generation may do at a time:
 // reading the handed-over streams and writing lines. It runs once READY is
 // said, so that the old generation, paused since it sent the set, is the
-// only one to have touched them before.
-func (s *service) serveStreamsAndLines() {
-	s.mu.Lock()
-	for _, st := range s.streams {
+// only one to have touched them before. Streams accepted since serve began
+// run already.
+func (s *service) serveStreamsAndLines(received []*stream) {
+	for _, st := range received {
 		go st.run()
 	}
-	s.mu.Unlock()
 	s.lines.start(s.cfg.LineRate)
 }
 
@@ -345,7 +396,14 @@ func (s *service) acceptStreams() {
 	for {
 		c, err := s.streamLn.Accept()
 		if err != nil {
-			return // closed: draining
+			if !s.acceptPausing.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+				return // closed: draining
+			}
+			s.acceptPaused <- struct{}{}
+			if <-s.acceptResume {
+				continue
+			}
+			return
 		}
 		st := newStream(c, s.cfg.Gen, s.served[load.Stream])
 		s.mu.Lock()
@@ -362,22 +420,80 @@ func (s *service) serveUDP() {
 	defer close(s.udpDone)
 	buf := make([]byte, 64)
 	out := make([]byte, proto.UDPReplySize)
-	for {
-		n, addr, err := s.udp.ReadFrom(buf)
+	for n := int64(0); ; n++ {
+		size, addr, err := s.udp.ReadFrom(buf)
 		if err != nil {
 			if s.udpStop.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		reply, err := proto.UDPReply(out, buf[:n], s.cfg.Gen)
-		if err != nil {
+		reply, err := proto.UDPReply(out, buf[:size], s.cfg.Gen)
+		if err != nil || s.cfg.has(DefectUDPDrop) && nth(n) {
 			continue
+		}
+		if s.cfg.has(DefectUDPTwice) && nth(n) {
+			s.udp.WriteTo(reply, addr)
 		}
 		if _, err := s.udp.WriteTo(reply, addr); err == nil {
 			s.served[load.UDP].Add(1)
 		}
 	}
+}
+
+// pauseAccept stops the stream acceptor between two accepts, so that every
+// stream connection accepted here is in s.streams when a hand-off describes
+// them. It does nothing once the acceptor has ended.
+func (s *service) pauseAccept() {
+	s.acceptPausing.Store(true)
+	s.streamLn.(deadliner).SetDeadline(time.Unix(1, 0)) // wakes a pending Accept at once
+	select {
+	case <-s.acceptPaused:
+	case <-s.acceptDone:
+	}
+}
+
+// resumeAccept ends a pause: keep true accepts again, false ends the
+// acceptor (a successor took the listener over).
+func (s *service) resumeAccept(keep bool) {
+	s.streamLn.(deadliner).SetDeadline(time.Time{})
+	if s.acceptPausing.Swap(false) {
+		select {
+		case <-s.acceptDone:
+		default:
+			s.acceptResume <- keep
+		}
+	}
+}
+
+type deadliner interface{ SetDeadline(time.Time) error }
+
+// requestsOnConn keys, in a request's context, the number of requests read
+// on its connection so far.
+type requestsOnConn struct{}
+
+// abort closes a request's connection without an answer.
+func abort(w http.ResponseWriter) {
+	if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+		c.Close()
+	}
+}
+
+// misbehave applies, to a generation that has just taken the set over, the
+// defects that change what it took.
+func (s *service) misbehave() error {
+	var err error
+	switch {
+	case s.cfg.has(DefectStreamRebind):
+		s.streamLn.Close()
+		s.streamLn, err = net.Listen("tcp", "127.0.0.1:0")
+	case s.cfg.has(DefectUDPNotTaken):
+		s.udp.Close()
+		s.udp, err = net.ListenPacket("udp", "127.0.0.1:0")
+	case s.cfg.has(DefectLinesSkip) && len(s.lines.next) > 0:
+		s.lines.next[0]++
+	}
+	return err
 }
 
 func (s *service) stopUDP() {
@@ -416,6 +532,7 @@ func (s *service) offer() error {
 // stream with its state, the UDP socket and the shared file. It pauses the
 // line writers and the streams first; done resumes or stops them.
 func (s *service) handle(conn net.Conn, w graceful.ResponseWriter) {
+	s.pauseAccept()
 	s.lines.mu.Lock() // released by done
 	sess := &session{}
 	s.mu.Lock()
@@ -442,6 +559,14 @@ func (s *service) handle(conn net.Conn, w graceful.ResponseWriter) {
 		graceful.FileHandler(s.lines.file, graceful.Meta{
 			metaRole: roleLines, metaPath: s.lines.file.Name(), metaNext: s.lines.formatNext(),
 		}))
+	if s.cfg.has(DefectLeak) {
+		if f, err := os.Open(os.DevNull); err == nil {
+			s.extras = append(s.extras, f)
+		}
+		for _, f := range s.extras {
+			hs = append(hs, graceful.FileHandler(f, graceful.Meta{metaRole: roleExtra}))
+		}
+	}
 	graceful.SequenceHandler(hs...).Handle(conn, w)
 }
 
@@ -462,9 +587,12 @@ func (s *service) done(err error) {
 
 	ok := err == nil
 	if ok {
+		s.retiring.Store(true)
 		s.lines.stopped = true
+		s.lines.misbehave(s.cfg)
 	}
 	s.lines.mu.Unlock()
+	s.resumeAccept(!ok)
 	for _, st := range sess.streams {
 		st.proceed(!ok)
 	}

@@ -113,3 +113,15 @@ func (lw *lineWriters) stop() {
 	lw.mu.Unlock()
 	lw.wg.Wait()
 }
+
+// misbehave writes, with mu held, what DefectLinesDouble and
+// DefectLinesTorn make a retiring generation write once it has handed its
+// numbers over.
+func (lw *lineWriters) misbehave(cfg Config) {
+	switch {
+	case cfg.has(DefectLinesDouble) && len(lw.next) > 0:
+		lw.file.WriteString(proto.Line{Writer: 0, N: lw.next[0], Gen: lw.gen}.String() + "\n")
+	case cfg.has(DefectLinesTorn):
+		lw.file.WriteString("w=0 n=")
+	}
+}

@@ -25,6 +25,7 @@ func Args(cfg Config) []string {
 		"-gen", fmt.Sprint(cfg.Gen), "-from", cfg.From, "-at", cfg.At, "-file", cfg.File,
 		"-fault", cfg.Fault, "-ready-timeout", cfg.ReadyTimeout.String(), "-timeout", cfg.Timeout.String(),
 		"-line-writers", fmt.Sprint(cfg.LineWriters), "-line-rate", fmt.Sprint(cfg.LineRate),
+		"-defect", cfg.Defect,
 	}
 }
 
@@ -42,11 +43,13 @@ func Main(args []string) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "each hand-off and drain step")
 	fs.IntVar(&cfg.LineWriters, "line-writers", 0, "line writers")
 	fs.Float64Var(&cfg.LineRate, "line-rate", 100, "lines a second per writer")
+	fs.StringVar(&cfg.Defect, "defect", "", "bug to build the service with")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
 	if cfg.At == "" || cfg.File == "" || cfg.LineWriters < 0 || cfg.LineRate <= 0 ||
-		(cfg.Fault != "" && !slices.Contains(Faults, cfg.Fault)) {
+		(cfg.Fault != "" && !slices.Contains(Faults, cfg.Fault)) ||
+		(cfg.Defect != "" && !slices.Contains(Defects, cfg.Defect)) {
 		fmt.Fprintf(os.Stderr, "restart-sim: generation: bad arguments %q\n", args)
 		return ExitUsage
 	}

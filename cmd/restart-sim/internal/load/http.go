@@ -130,3 +130,6 @@ func checkLoopback(addr string) error {
 	}
 	return nil
 }
+
+// Progress counts the requests measured so far and those that failed.
+func (l *HTTPLoad) Progress() (measured, failed int) { return l.series.Count() }

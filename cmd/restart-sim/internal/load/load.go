@@ -67,6 +67,9 @@ type Generator interface {
 	Result() report.Load
 	// Samples are the measured requests, ordered by time.
 	Samples() []report.Sample
+	// Progress counts the requests measured so far and those that failed;
+	// cheap enough to call every few seconds during the run.
+	Progress() (measured, failed int)
 }
 
 // pacer spaces one client's requests.

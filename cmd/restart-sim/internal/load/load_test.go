@@ -166,15 +166,26 @@ var _ = Describe("the generators", func() {
 			return ln
 		}
 
-		It("exchanges numbered frames on connections made once", func() {
+		It("exchanges numbered frames on connections made once, and on a new connection per frame", func() {
 			ln := serveStreams(false)
 			defer ln.Close()
 			l, err := load.NewStream(config(2, 20), ln.Addr().String())
 			Expect(err).NotTo(HaveOccurred())
 			Expect(l.Connect(context.Background())).To(Succeed())
 			res := runFor(l, 10*time.Second)
-			Expect(res).To(MatchFields(40, 40, 0))
-			Expect(report.ServedBy(l.Samples())).To(Equal(map[int]int64{4: 40}))
+			Expect(res).To(MatchFields(60, 60, 0)) // 2 clients and the dialer, 20 frames each
+			Expect(report.ServedBy(l.Samples())).To(Equal(map[int]int64{4: 60}))
+		})
+
+		It("counts the dials refused once the listener is gone", func() {
+			ln := serveStreams(false)
+			l, err := load.NewStream(config(1, 20), ln.Addr().String())
+			Expect(err).NotTo(HaveOccurred())
+			Expect(l.Connect(context.Background())).To(Succeed())
+			Expect(ln.Close()).To(Succeed())
+			res := runFor(l, 10*time.Second)
+			Expect(res.FailedBy).To(HaveKeyWithValue("refused", int64(20)))
+			Expect(res.OK).To(Equal(int64(20)), "the connection made before goes on")
 		})
 
 		It("fails a stream whose per-connection state was lost, and never reconnects", func() {
@@ -183,8 +194,8 @@ var _ = Describe("the generators", func() {
 			l, err := load.NewStream(config(1, 20), ln.Addr().String())
 			Expect(err).NotTo(HaveOccurred())
 			res := runFor(l, 10*time.Second)
-			Expect(res.Sent).To(Equal(int64(3)))
-			Expect(res.OK).To(Equal(int64(2)))
+			Expect(res.Sent).To(Equal(int64(3 + 20))) // the dialer never reaches frame 2
+			Expect(res.OK).To(Equal(int64(2 + 20)))
 			Expect(res.FailedBy).To(Equal(map[string]int64{"wrong": 1}))
 		})
 	})

@@ -136,3 +136,6 @@ func (l *UDPLoad) Result() report.Load { return l.counts.result(UDP, l.series.Sa
 
 // Samples are the measured datagrams.
 func (l *UDPLoad) Samples() []report.Sample { return l.series.Samples() }
+
+// Progress counts the requests measured so far and those that failed.
+func (l *UDPLoad) Progress() (measured, failed int) { return l.series.Count() }

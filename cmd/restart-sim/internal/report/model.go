@@ -34,11 +34,24 @@ type Supervisor struct {
 	OrphansReaped int `json:"orphans_reaped"`
 }
 
-// Verdict is the one-line answer: did anything go wrong?
+// Verdict is the one-line answer: did anything go wrong? Latency is
+// judged apart: a missed latency target fails the run only when
+// Config.FailOnLatency is set.
 type Verdict struct {
-	Pass        bool     `json:"pass"`
-	Interrupted bool     `json:"interrupted"`
-	Problems    []string `json:"problems"`
+	Pass        bool           `json:"pass"`
+	Interrupted bool           `json:"interrupted"`
+	Problems    []string       `json:"problems"`
+	Latency     LatencyVerdict `json:"latency"`
+}
+
+// LatencyVerdict says whether p99 latency during the restarts stayed within
+// Target times the baseline's p99, for every load that has samples in both
+// phases.
+type LatencyVerdict struct {
+	Target float64 `json:"target"`
+	Met    bool    `json:"met"`
+	// Missed names the loads over the target, in report order.
+	Missed []string `json:"missed"`
 }
 
 // Config echoes the settings the run used.
@@ -52,6 +65,14 @@ type Config struct {
 	ReadyTimeoutMs   float64  `json:"ready_timeout_ms"`
 	Loads            []string `json:"loads"`
 	Faults           []string `json:"faults"`
+	// LatencyTarget is the largest ratio of p99 during restarts to p99 in
+	// the baseline that meets the latency target.
+	LatencyTarget float64 `json:"latency_target"`
+	// FailOnLatency: a missed latency target fails the run.
+	FailOnLatency bool `json:"fail_on_latency"`
+	// Defect names the bug the demo service was built with, to check that
+	// the verdict catches it; "" for none.
+	Defect string `json:"defect"`
 }
 
 // Phases gives the boundaries of the run, in seconds since it started.
@@ -146,6 +167,10 @@ type Generation struct {
 	// FdsAtExit: open descriptors after draining, just before exiting; -1
 	// when not reported.
 	FdsAtExit int `json:"fds_at_exit"`
+	// Serves is where the generation said, once ready, that it serves: an
+	// address per listener or socket ("http", "stream", "udp"). A
+	// generation that took them over serves where generation 0 did.
+	Serves map[string]string `json:"serves"`
 }
 
 // Fds is the descriptor accounting that must stay flat across generations.

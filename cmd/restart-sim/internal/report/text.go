@@ -110,7 +110,7 @@ func (r *Report) writeLatency(p *printer) {
 	}
 	row("all", r.Latency)
 	p.flush(tw)
-	p.printf("(successful requests only; target: p99 during restarts within 1.3x of the baseline)\n\n")
+	p.printf("(successful requests only; target: p99 during restarts within %.2gx of the baseline)\n\n", r.Verdict.Latency.Target)
 }
 
 func (r *Report) writeGenerations(p *printer, verbose bool) {
@@ -165,6 +165,15 @@ func (r *Report) writeFds(p *printer) {
 
 func (r *Report) writeVerdict(p *printer) {
 	v := r.Verdict
+	lat := v.Latency
+	switch {
+	case lat.Met:
+		p.printf("LATENCY MET: p99 during restarts within %.2gx of the baseline for every load\n", lat.Target)
+	case r.Config.FailOnLatency:
+		p.printf("LATENCY MISSED: %s; -fail-on-latency makes this fail the run\n", r.missedText(lat))
+	default:
+		p.printf("LATENCY MISSED: %s; reported, does not fail the run (-fail-on-latency would)\n", r.missedText(lat))
+	}
 	switch {
 	case !v.Pass:
 		p.printf("FAIL\n")

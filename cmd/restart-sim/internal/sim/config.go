@@ -26,6 +26,7 @@ const (
 	DefaultReadyTimeout   = time.Second
 	DefaultRequestTimeout = 3 * time.Second
 	DefaultStepTimeout    = 5 * time.Second
+	DefaultProgress       = 5 * time.Second
 )
 
 // Limits of the flags.
@@ -61,6 +62,10 @@ type Config struct {
 	JSON           string        // write the report as JSON here
 	Chart          string        // draw the latency chart here (.svg, .png or .pdf)
 	Verbose        bool          // a line per restart and per generation
+	LatencyTarget  float64       // p99 during restarts over p99 in the baseline that meets the target
+	FailOnLatency  bool          // a missed latency target fails the run
+	Progress       time.Duration // a progress line this often on stderr; 0: none
+	Defect         string        // build the demo service with this bug (generation.Defects): a self-test
 }
 
 // DefaultConfig is what no flags mean.
@@ -69,6 +74,7 @@ func DefaultConfig() Config {
 		Restarts: DefaultRestarts, Interval: DefaultInterval, Baseline: DefaultBaseline,
 		Concurrency: DefaultConcurrency, Rate: DefaultRate, Loads: slices.Clone(load.Names), Faults: []string{},
 		ReadyTimeout: DefaultReadyTimeout, RequestTimeout: DefaultRequestTimeout, StepTimeout: DefaultStepTimeout,
+		LatencyTarget: report.DefaultLatencyTarget, Progress: DefaultProgress,
 	}
 }
 
@@ -80,7 +86,10 @@ generation takes over all descriptors of the previous one through graceful
 file), then the old one drains and exits. Prints what was lost, failed or
 duplicated, latency with and without restarts, hand-off times and open
 descriptors per generation. Exit status: 0 pass, 1 fail, 2 bad usage,
-3 interrupted (nothing failed in the part that ran).
+3 interrupted (nothing failed in the part that ran). The latency target
+(p99 during restarts within -latency-target of the baseline, per load) is
+judged on a line of its own, MET or MISSED; MISSED fails the run only with
+-fail-on-latency.
 
 Flags:
 `
@@ -111,6 +120,10 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&cfg.JSON, "json", "", "write the report as JSON to this file (schema: REPORT.md)")
 	fs.StringVar(&cfg.Chart, "chart", "", "draw latency over time with restart markers to this file (.svg, .png or .pdf)")
 	fs.BoolVar(&cfg.Verbose, "verbose", false, "print a line per restart and per generation")
+	fs.Float64Var(&cfg.LatencyTarget, "latency-target", cfg.LatencyTarget, "latency target: p99 during restarts at most this many times the baseline's, per load")
+	fs.BoolVar(&cfg.FailOnLatency, "fail-on-latency", false, "fail the run when the latency target is missed (default: report it only)")
+	fs.DurationVar(&cfg.Progress, "progress", cfg.Progress, "print a progress line this often on stderr (0: never)")
+	fs.StringVar(&cfg.Defect, "defect", "", "self-test: build the demo service with one bug that the verdict must catch: "+strings.Join(generation.Defects, ", "))
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cfg, err
@@ -174,6 +187,15 @@ func Parse(args []string, out io.Writer) (Config, error) {
 			"the streams wait, paused, until the old generation gives up on the hung one",
 			cfg.RequestTimeout, cfg.ReadyTimeout, hangMargin)
 	}
+	if cfg.LatencyTarget < 1 {
+		return fail("-latency-target must be at least 1, got %g", cfg.LatencyTarget)
+	}
+	if cfg.Progress < 0 {
+		return fail("-progress must not be negative, got %v", cfg.Progress)
+	}
+	if cfg.Defect != "" && !slices.Contains(generation.Defects, cfg.Defect) {
+		return fail("-defect: unknown %q; choose among %s", cfg.Defect, strings.Join(generation.Defects, ", "))
+	}
 	if cfg.Chart != "" && !report.ChartFormatOK(cfg.Chart) {
 		return fail("-chart %q: the file name must end in .svg, .png or .pdf", cfg.Chart)
 	}
@@ -207,6 +229,7 @@ func (c Config) reportConfig() report.Config {
 		Restarts: c.Restarts, IntervalMs: ms(c.Interval), BaselineMs: ms(c.Baseline),
 		Concurrency: c.Concurrency, RatePerClient: c.Rate, RequestTimeoutMs: ms(c.RequestTimeout),
 		ReadyTimeoutMs: ms(c.ReadyTimeout), Loads: c.Loads, Faults: c.Faults,
+		LatencyTarget: c.LatencyTarget, FailOnLatency: c.FailOnLatency, Defect: c.Defect,
 	}
 }
 

@@ -27,13 +27,15 @@ var _ = Describe("the flags", func() {
 
 	It("read every setting", func() {
 		cfg, err := Parse(strings.Fields("-restarts 7 -interval 50ms -baseline 2s -concurrency 3 -rate 0 "+
-			"-loads udp,stream -faults kill,crash,kill -ready-timeout 1s -timeout 3s -json r.json -chart c.svg -verbose"), new(bytes.Buffer))
+			"-loads udp,stream -faults kill,crash,kill -ready-timeout 1s -timeout 3s -json r.json -chart c.svg -verbose "+
+			"-latency-target 1.5 -fail-on-latency -progress 2s -defect udp-drop"), new(bytes.Buffer))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cfg).To(Equal(Config{
 			Restarts: 7, Interval: 50 * time.Millisecond, Baseline: 2 * time.Second, Concurrency: 3, Rate: 0,
 			Loads: []string{"udp", "stream"}, Faults: []string{"kill", "crash", "kill"},
 			ReadyTimeout: time.Second, RequestTimeout: 3 * time.Second, StepTimeout: DefaultStepTimeout,
 			JSON: "r.json", Chart: "c.svg", Verbose: true,
+			LatencyTarget: 1.5, FailOnLatency: true, Progress: 2 * time.Second, Defect: "udp-drop",
 		}))
 	})
 
@@ -77,6 +79,9 @@ var _ = Describe("the flags", func() {
 		Entry("an unknown fault", "-faults crash,explode", `-faults: unknown "explode"; choose among crash, hang, kill`),
 		Entry("faults without restarts", "-restarts 0 -faults crash", "-faults needs at least one restart"),
 		Entry("a chart format", "-chart latency.gif", "the file name must end in .svg, .png or .pdf"),
+		Entry("a latency target below 1", "-latency-target 0.9", "-latency-target must be at least 1, got 0.9"),
+		Entry("a negative progress interval", "-progress -1s", "-progress must not be negative"),
+		Entry("an unknown defect", "-defect typo", `-defect: unknown "typo"; choose among http-wrong,`),
 		Entry("a request timeout a hung successor would exceed", "-faults hang -ready-timeout 2s -timeout 2s",
 			"-timeout (2s) must be at least -ready-timeout (2s) + 1s with the hang fault"),
 	)

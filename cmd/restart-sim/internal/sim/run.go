@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -118,7 +119,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 	sup, err := supervisor.New(supervisor.Config{
 		Dir: dir, Origin: origin, Timeout: cfg.StepTimeout, ReadyTimeout: cfg.ReadyTimeout,
 		LineWriters: lineWriters(cfg), LineRate: lineRate(cfg), Lifetime: planned + time.Minute,
-		Stderr: stderr, Env: passEnv(), Reaper: reaper,
+		Stderr: stderr, Env: passEnv(), Reaper: reaper, Defect: cfg.Defect,
 	})
 	if err != nil {
 		return nil, err
@@ -154,6 +155,10 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 		}()
 	}
 
+	prog := &progress{every: cfg.Progress, planned: cfg.Restarts + len(cfg.Faults), gens: gens, origin: origin, out: stderr}
+	stopProgress := prog.start()
+	defer stopProgress()
+
 	ph := report.Phases{}
 	since := func() float64 { return time.Since(origin).Seconds() }
 	var attempts []report.Attempt
@@ -170,7 +175,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 		fmt.Fprintf(stderr, "restart-sim: restart phase: %d restarts every %v, faults: %d\n",
 			cfg.Restarts, cfg.Interval, len(cfg.Faults))
 		ph.RestartStartS = since()
-		attempts, runErr = restarts(ctx, cfg, sup)
+		attempts, runErr = restarts(ctx, cfg, sup, prog)
 		ph.RestartEndS = since()
 		if runErr == nil {
 			pause(ctx, tail)
@@ -180,6 +185,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 		fmt.Fprintln(stderr, "restart-sim: interrupted: stopping the loads, then the current generation")
 	}
 
+	stopProgress()
 	stopLoads()
 	running.Wait()
 	fdsEnd := settledFds(fdsStart)
@@ -209,7 +215,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 // per injected fault spread evenly among them. Each attempt starts
 // cfg.Interval after the previous one started, or at once when that one took
 // longer (no catching up in bursts).
-func restarts(ctx context.Context, cfg Config, sup *supervisor.Supervisor) ([]report.Attempt, error) {
+func restarts(ctx context.Context, cfg Config, sup *supervisor.Supervisor, prog *progress) ([]report.Attempt, error) {
 	plan := schedule(cfg.Restarts, cfg.Faults)
 	var attempts []report.Attempt
 	next := time.Now()
@@ -220,6 +226,7 @@ func restarts(ctx context.Context, cfg Config, sup *supervisor.Supervisor) ([]re
 		next = time.Now().Add(cfg.Interval)
 		a, err := sup.Restart(i+1, fault)
 		attempts = append(attempts, a)
+		prog.attempted(a)
 		if err != nil {
 			return attempts, err
 		}
@@ -414,4 +421,65 @@ func passEnv() []string {
 		}
 	}
 	return env
+}
+
+// progress prints a line on stderr every so often while the loads run: how
+// far the restarts are, and how many requests were measured and failed.
+type progress struct {
+	every   time.Duration // 0: never
+	planned int           // restart attempts planned
+	gens    []load.Generator
+	origin  time.Time
+	out     io.Writer
+
+	attempts, done, rolledBack atomic.Int64
+}
+
+// attempted counts a restart attempt.
+func (p *progress) attempted(a report.Attempt) {
+	p.attempts.Add(1)
+	if a.OK {
+		p.done.Add(1)
+	}
+	if a.RolledBack {
+		p.rolledBack.Add(1)
+	}
+}
+
+// start prints until the returned function is called; that function may be
+// called more than once.
+func (p *progress) start() (stop func()) {
+	if p.every <= 0 {
+		return func() {}
+	}
+	quit, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(p.every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				p.print()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(quit) })
+		<-finished
+	}
+}
+
+func (p *progress) print() {
+	measured, failed := 0, 0
+	for _, g := range p.gens {
+		m, f := g.Progress()
+		measured += m
+		failed += f
+	}
+	fmt.Fprintf(p.out, "restart-sim: %3.0fs: restart %d of %d (%d done, %d rolled back); %d requests measured, %d failed\n",
+		time.Since(p.origin).Seconds(), p.attempts.Load(), p.planned, p.done.Load(), p.rolledBack.Load(), measured, failed)
 }

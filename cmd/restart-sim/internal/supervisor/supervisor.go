@@ -65,6 +65,8 @@ type Config struct {
 	// Reaper, when set, is told about every generation, so that it leaves
 	// them to the harness.
 	Reaper *Reaper
+	// Defect is passed to every generation (generation.Defects).
+	Defect string
 }
 
 // Addrs are the service's addresses, fixed for the whole run.
@@ -170,12 +172,13 @@ func (s *Supervisor) spawn(from, fault string) (*gen, error) {
 	g := &gen{
 		n: n, fault: fault, sock: filepath.Join(s.cfg.Dir, fmt.Sprintf("g%d.sock", n)),
 		msgs: make(chan control.Message, 16),
-		rec:  report.Generation{Gen: n, Fault: fault, FdsAfterHandoff: -1, FdsAtExit: -1, Served: map[string]int64{}},
+		rec: report.Generation{Gen: n, Fault: fault, FdsAfterHandoff: -1, FdsAtExit: -1,
+			Served: map[string]int64{}, Serves: map[string]string{}},
 	}
 	args := generation.Args(generation.Config{
 		Gen: n, From: from, At: g.sock, File: s.file, Fault: fault,
 		ReadyTimeout: s.cfg.ReadyTimeout, Timeout: s.cfg.Timeout,
-		LineWriters: s.cfg.LineWriters, LineRate: s.cfg.LineRate,
+		LineWriters: s.cfg.LineWriters, LineRate: s.cfg.LineRate, Defect: s.cfg.Defect,
 	})
 	var proc *harness.Process
 	var err error
@@ -419,6 +422,8 @@ func (g *gen) note(m control.Message) {
 	switch m.Type {
 	case control.Received:
 		g.rec.FdsAfterHandoff = m.Fds
+	case control.Ready:
+		g.rec.Serves = map[string]string{"http": m.HTTPAddr, "stream": m.StreamAddr, "udp": m.UDPAddr}
 	case control.Exit:
 		g.exit = m
 	}
