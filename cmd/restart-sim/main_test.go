@@ -234,6 +234,41 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 		Expect(r.Supervisor.GenerationsReaped).To(Equal(len(r.Generations)))
 	})
 
+	// Each defect of the demo service must fail the verdict, and every
+	// problem listed must name the load the defect breaks: the simulator
+	// catches what it claims to catch, and says where.
+	DescribeTable("catches a faulty demo service, naming the load it breaks",
+		func(defect, first, problem string) {
+			session, jsonPath := start("-restarts", "2", "-interval", "100ms", "-baseline", "200ms",
+				"-concurrency", "2", "-progress", "0", "-defect", defect)
+			Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(1))
+			Expect(session.Out).To(gbytes.Say("FAIL"))
+
+			r := readReport(jsonPath)
+			Expect(r.Config.Defect).To(Equal(defect))
+			Expect(r.Verdict.Pass).To(BeFalse())
+			Expect(r.Verdict.Problems).To(ContainElement(MatchRegexp(problem)))
+			Expect(r.Verdict.Problems).To(HaveEach(HavePrefix(first)), "only the load the defect breaks")
+		},
+		Entry(nil, "http-wrong", "http:", `^http: \d+ failed \(wrong \d+\)$`),
+		Entry(nil, "http-no-answer", "http:", `^http: \d+ failed \(eof \d+\)$`),
+		Entry(nil, "keepalive-status", "keepalive:", `^keepalive: \d+ failed \(wrong \d+\)$`),
+		Entry(nil, "keepalive-abort", "keepalive:", `^keepalive: \d+ retried: the server closed a reused keep-alive connection`),
+		Entry(nil, "stream-drop", "stream:", `^stream: \d+ failed \(timeout \d+\)$`),
+		Entry(nil, "stream-repeat", "stream:", `^stream: \d+ duplicated$`),
+		Entry(nil, "stream-state", "stream:", `^stream: \d+ failed \(wrong \d+\)$`),
+		Entry(nil, "stream-rebind", "stream:", `^stream: \d+ failed \(.*refused \d+`),
+		Entry(nil, "stream-rebind", "stream:", `^stream: generation 1 serves at \S+, not at \S+: it did not take the stream descriptor over$`),
+		Entry(nil, "stream-not-taken", "stream:", `^stream: \d+ failed \(.*(eof|reset)`),
+		Entry(nil, "udp-drop", "udp:", `^udp: \d+ lost$`),
+		Entry(nil, "udp-twice", "udp:", `^udp: \d+ duplicated$`),
+		Entry(nil, "udp-not-taken", "udp:", `^udp: \d+ failed \(.*refused \d+`),
+		Entry(nil, "lines-skip", "file:", `^file: \d+ lost$`),
+		Entry(nil, "lines-double", "file:", `^file: \d+ duplicated$`),
+		Entry(nil, "lines-torn", "file:", `^file: \d+ failed \(wrong \d+\)$`),
+		Entry(nil, "leak", "descriptor counts not flat", `^descriptor counts not flat: after hand-off \d+\.\.\d+`),
+	)
+
 	It("rejects a bad flag with a clear message and exit status 2", func() {
 		session, err := gexec.Start(exec.Command(binary, "-interval", "1ms"), GinkgoWriter, GinkgoWriter)
 		Expect(err).NotTo(HaveOccurred())
