@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -140,22 +139,23 @@ func checkFdName(name string) error {
 }
 
 // notifyWithFds sends one datagram to addr ("@name" is an abstract
-// address) with fds attached.
+// address) with fds attached. (Package net refuses WriteMsgUnix on a
+// connected datagram socket, and an unconnected one needs an address of
+// its own: a raw socket does it in three system calls.)
 func notifyWithFds(addr, state string, fds []int) error {
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	s, err := datagramSocket()
 	if err != nil {
-		return err
+		return os.NewSyscallError("socket", err)
 	}
-	defer conn.Close()
+	defer unix.Close(s)
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	n, oobn, err := conn.WriteMsgUnix([]byte(state), oob, nil)
-	if err == nil && (n != len(state) || oobn != len(oob)) {
-		err = fmt.Errorf("short write: %d of %d bytes", n, len(state))
+	if err := unix.Sendmsg(s, []byte(state), oob, &unix.SockaddrUnix{Name: addr}, 0); err != nil {
+		return os.NewSyscallError("sendmsg", err)
 	}
-	return err
+	return nil
 }
 
 // ReceiveActivation hands the descriptors this process got by socket
