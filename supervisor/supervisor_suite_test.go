@@ -1,0 +1,271 @@
+//go:build linux
+
+package supervisor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/onsi/gomega/gbytes"
+	"github.com/onsi/gomega/gexec"
+	"go.uber.org/goleak"
+
+	"github.com/gracefulfd/graceful/supervisor"
+)
+
+// TestMain lets this test binary be the shim that sets LISTEN_PID for the
+// generations that get stored descriptors (Config.Shim defaults to it).
+func TestMain(m *testing.M) {
+	if err := supervisor.ExecShim(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(127)
+	}
+	os.Exit(m.Run())
+}
+
+func TestSupervisor(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "supervisor")
+}
+
+// service is the test service's binary (internal/testservice).
+var service string
+
+var _ = BeforeSuite(func() {
+	var err error
+	service, err = gexec.Build("github.com/gracefulfd/graceful/supervisor/internal/testservice")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(gexec.CleanupBuildArtifacts)
+})
+
+// Every spec must leave the descriptors and goroutines it found.
+var _ = BeforeEach(func() {
+	before := openFds()
+	running := goleak.IgnoreCurrent()
+	DeferCleanup(func() {
+		Eventually(openFds).WithTimeout(5*time.Second).Should(Equal(before), "descriptors leaked")
+		Eventually(func() error { return goleak.Find(running) }).WithTimeout(5 * time.Second).Should(Succeed())
+	})
+})
+
+func openFds() []string {
+	GinkgoHelper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	Expect(err).NotTo(HaveOccurred())
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// running is a supervisor whose Run runs in the background.
+type running struct {
+	*supervisor.Supervisor
+	out, errs *gbytes.Buffer
+	logs      *records
+	result    chan runResult
+	modeFile  string
+}
+
+type runResult struct {
+	exit supervisor.Exit
+	err  error
+}
+
+// start runs a supervisor of the test service with args; cfg's Path,
+// Args, Stdout, Stderr and Logger are filled in. It is stopped (SIGTERM)
+// at the end of the spec if still running.
+func start(cfg supervisor.Config, args ...string) *running {
+	GinkgoHelper()
+	return startMode("", cfg, args...)
+}
+
+// startMode is start with the generations' mode set from the first one on.
+func startMode(mode string, cfg supervisor.Config, args ...string) *running {
+	GinkgoHelper()
+	r := &running{
+		out: gbytes.NewBuffer(), errs: gbytes.NewBuffer(), logs: &records{},
+		result:   make(chan runResult, 1),
+		modeFile: filepath.Join(GinkgoT().TempDir(), "mode"),
+	}
+	if cfg.Path == "" {
+		cfg.Path = service
+		cfg.Args = append([]string{"-mode-file", r.modeFile}, args...)
+	}
+	cfg.Stdout = io.MultiWriter(r.out, GinkgoWriter)
+	cfg.Stderr = io.MultiWriter(r.errs, GinkgoWriter)
+	cfg.Logger = slog.New(r.logs)
+	r.mode(mode)
+	var err error
+	r.Supervisor, err = supervisor.New(cfg)
+	Expect(err).NotTo(HaveOccurred())
+	go func() {
+		exit, err := r.Run(context.Background())
+		r.result <- runResult{exit, err}
+	}()
+	DeferCleanup(func() {
+		r.Stop(syscall.SIGTERM)
+		r.wait()
+	})
+	return r
+}
+
+// mode sets what the next generations do (see internal/testservice).
+func (r *running) mode(m string) {
+	GinkgoHelper()
+	Expect(os.WriteFile(r.modeFile, []byte(m), 0o600)).To(Succeed())
+}
+
+// wait waits for Run to return, once.
+func (r *running) wait() runResult {
+	GinkgoHelper()
+	var res runResult
+	Eventually(r.result).WithTimeout(30*time.Second).Should(Receive(&res), "Run did not return")
+	r.result <- res // for the next caller
+	return res
+}
+
+func (r *running) status() supervisor.Status {
+	GinkgoHelper()
+	st, ok := r.Status()
+	Expect(ok).To(BeTrue(), "the supervisor does not run")
+	return st
+}
+
+// serving waits until generation n serves, and returns it.
+func (r *running) serving(n int) supervisor.Generation {
+	GinkgoHelper()
+	var g supervisor.Generation
+	Eventually(func() int {
+		st := r.status()
+		if st.Serving == nil {
+			return 0
+		}
+		g = *st.Serving
+		return g.N
+	}).WithTimeout(30*time.Second).Should(Equal(n), "generation %d does not serve", n)
+	return g
+}
+
+// addr is the TCP address generation g says it listens on.
+func addr(g supervisor.Generation) string {
+	GinkgoHelper()
+	a, ok := strings.CutPrefix(g.Status, "listening ")
+	Expect(ok).To(BeTrue(), "status %q", g.Status)
+	return a
+}
+
+func restart(r *running) (supervisor.Generation, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return r.Restart(ctx)
+}
+
+// records is a slog.Handler that keeps every record, for specs that check
+// what the supervisor said.
+type records struct {
+	mu   sync.Mutex
+	list []slog.Record
+}
+
+func (h *records) Enabled(context.Context, slog.Level) bool { return true }
+func (h *records) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h *records) WithGroup(string) slog.Handler           { return h }
+func (h *records) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.list = append(h.list, r.Clone())
+	h.mu.Unlock()
+	fmt.Fprintf(GinkgoWriter, "[supervisor] %s", r.Message)
+	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(GinkgoWriter, " %s=%v", a.Key, a.Value); return true })
+	fmt.Fprintln(GinkgoWriter)
+	return nil
+}
+
+// with returns the records with message msg, as maps of their attributes.
+func (h *records) with(msg string) []map[string]any {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []map[string]any
+	for _, r := range h.list {
+		if r.Message != msg {
+			continue
+		}
+		attrs := map[string]any{}
+		r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.Any(); return true })
+		out = append(out, attrs)
+	}
+	return out
+}
+
+// load dials addr again and again until stop is closed (at most max
+// times), and counts the connections refused and those that did not
+// answer with a line.
+type load struct {
+	refused, failed, answered int
+	pids                      map[string]bool
+	done                      chan struct{}
+}
+
+func dial(addr string, stop <-chan struct{}, max int) *load {
+	l := &load{pids: map[string]bool{}, done: make(chan struct{})}
+	go func() {
+		defer GinkgoRecover()
+		defer close(l.done)
+		buf := make([]byte, 64)
+		for i := 0; i < max; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					l.refused++
+				} else {
+					l.failed++
+				}
+				continue
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			n, err := io.ReadAtLeast(c, buf, 1)
+			c.Close()
+			if err != nil || !strings.HasPrefix(string(buf[:n]), "pid ") {
+				l.failed++
+				continue
+			}
+			l.answered++
+			l.pids[strings.TrimSpace(string(buf[:n]))] = true
+		}
+	}()
+	return l
+}
+
+func (l *load) wait() {
+	GinkgoHelper()
+	Eventually(l.done).WithTimeout(60 * time.Second).Should(BeClosed())
+}
+
+func pidsOf(l *load) []string {
+	var out []string
+	for p := range l.pids {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
