@@ -11,6 +11,12 @@
 //	while curl -fsS localhost:8080; do :; done   # in another terminal: never fails
 //	go run ./cmd/graceful-supervisor restart     # restart as often as you like
 //
+// (SIGHUP to the supervisor restarts it too.) Under the supervisor the
+// program says READY=1 once it serves, and stores its listener in the
+// supervisor's descriptor store: when it dies (kill -9), the next instance
+// gets the listener from the store, and clients see a delay, not a refused
+// connection. The same binary runs under systemd (example/systemd).
+//
 // Alone, it restarts on SIGHUP by starting the new instance itself; the new
 // instance is then the one to signal next (its PID is in its log line).
 package main
@@ -52,7 +58,7 @@ func main() {
 
 func run(addr, sock string, signals <-chan os.Signal) error {
 	ln, err := takeOver(sock)
-	if errors.Is(err, graceful.ErrNoServer) {
+	if errors.Is(err, graceful.ErrNotActivated) {
 		log.Printf("first start: listening on %s", addr)
 		ln, err = net.Listen("tcp", addr)
 		if errors.Is(err, syscall.EADDRINUSE) {
@@ -87,7 +93,15 @@ func run(addr, sock string, signals <-chan os.Signal) error {
 		return fmt.Errorf("hand-off socket: %w", err)
 	}
 	go handoff.Serve(hln)
-	log.Printf("serving on %s; kill -HUP %d to restart", ln.Addr(), os.Getpid())
+	supervised, err := notifyReady(ln)
+	if err != nil {
+		log.Printf("telling the supervisor: %v", err)
+	}
+	if supervised {
+		log.Printf("serving on %s under a supervisor: restart through it", ln.Addr())
+	} else {
+		log.Printf("serving on %s; kill -HUP %d to restart", ln.Addr(), os.Getpid())
+	}
 
 	var successor *child // a restart in progress
 	for done := false; !done; {
@@ -96,6 +110,8 @@ func run(addr, sock string, signals <-chan os.Signal) error {
 			switch {
 			case sig != syscall.SIGHUP:
 				done = true
+			case supervised:
+				log.Printf("under a supervisor, the supervisor restarts: graceful-supervisor restart, or SIGHUP to it")
 			case successor != nil:
 				log.Printf("a restart is already in progress")
 			default:
@@ -111,8 +127,12 @@ func run(addr, sock string, signals <-chan os.Signal) error {
 				log.Printf("hand-off failed, still serving: %v", err)
 				continue
 			}
-			done = true // taken over: by our successor or by one the supervisor started
 			successor.keep()
+			// Alone, this instance goes now. Under a supervisor it waits for
+			// the supervisor's SIGTERM, which comes once the successor has
+			// told the supervisor too: leaving before would look like a
+			// crash of the serving generation.
+			done = !supervised
 		}
 	}
 	handoff.Close()
@@ -123,22 +143,38 @@ func run(addr, sock string, signals <-chan os.Signal) error {
 	return err
 }
 
-// takeOver receives the listener from a running instance.
+// takeOver receives the listener from a running instance, or from a
+// supervisor's store after a crash: through the hand-off socket, or by
+// socket activation. It fails with ErrNotActivated when nobody has it.
 func takeOver(sock string) (net.Listener, error) {
 	var ln net.Listener
-	err := graceful.Receive(sock, func(fd int, meta io.Reader) error {
+	take := func(fd int, meta io.Reader) error {
 		m, err := graceful.MetaFrom(meta)
-		if err != nil || m["name"] != "http" {
+		if err != nil || m["name"] != "http" || ln != nil {
 			syscall.Close(fd)
 			return fmt.Errorf("unexpected descriptor %v: %v", m, err)
 		}
 		ln, err = graceful.FdListener(fd)
 		return err
-	})
+	}
+	err := graceful.Receive(sock, take)
+	if errors.Is(err, graceful.ErrNoServer) {
+		err = graceful.ReceiveActivation(take)
+	}
 	if err == nil {
 		log.Printf("took over %s", ln.Addr())
 	}
 	return ln, err
+}
+
+// notifyReady tells a supervisor (or systemd), if there is one, that this
+// instance serves, and stores its listener with it, so that it outlives a
+// crash of this process. It reports whether a supervisor was told.
+func notifyReady(ln net.Listener) (bool, error) {
+	if _, err := graceful.SdStore("http", ln.(*net.TCPListener)); err != nil {
+		return false, err
+	}
+	return graceful.SdNotify(graceful.NotifyReady)
 }
 
 // child is a new instance this one started: it takes over by itself, or
