@@ -16,6 +16,7 @@ const (
 	Stream    = "stream"    // a long-lived TCP connection per client
 	UDP       = "udp"       // UDP request/response
 	File      = "file"      // lines appended to the shared file by the service
+	TCP       = "tcp"       // a TCP echo service of the user's, a new connection per line
 )
 
 // Names lists every load in report order.

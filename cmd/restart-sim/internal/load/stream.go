@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,14 +15,15 @@ import (
 
 // StreamLoad keeps one TCP connection per client for the whole run and
 // exchanges numbered frames on it (see package proto). The connections are
-// handed from generation to generation with their state; a client never
-// reconnects: a connection that breaks stays broken, and the failure is
-// counted. Besides, a dialer opens a new connection for every frame, so that
+// handed from generation to generation with their state; a connection that
+// breaks is a failure, counted, after which the client goes on with a new
+// one (starting again at frame 0). Besides, a dialer opens a new connection for every frame, so that
 // the listener is checked throughout the run, not only at the start.
 type StreamLoad struct {
 	addr   string
 	cfg    Config
-	conns  []net.Conn
+	mu     sync.Mutex
+	conns  []net.Conn // every connection made, closed by Close
 	series report.Series
 	counts counts
 }
@@ -48,13 +50,17 @@ func (l *StreamLoad) Connect(ctx context.Context) error {
 			l.Close()
 			return fmt.Errorf("load: connect stream to %s: %w", l.addr, err)
 		}
+		l.mu.Lock()
 		l.conns = append(l.conns, c)
+		l.mu.Unlock()
 	}
 	return nil
 }
 
 // Close closes the connections; Run closes them too when it ends.
 func (l *StreamLoad) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for _, c := range l.conns {
 		c.Close()
 	}
@@ -70,8 +76,11 @@ func (l *StreamLoad) Run(ctx context.Context) {
 		}
 	}
 	defer l.Close()
+	l.mu.Lock()
+	first := slices.Clone(l.conns)
+	l.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, c := range l.conns {
+	for _, c := range first {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -146,10 +155,29 @@ func judgeReply(r proto.StreamReply, seq uint64) report.Outcome {
 	return report.Wrong
 }
 
+// client exchanges frames on c. When c breaks, or answers out of step, the
+// failure is counted and the client goes on with a new connection: a
+// crashed generation takes its connections with it, and the load goes on
+// for what follows.
 func (l *StreamLoad) client(ctx context.Context, c net.Conn) {
 	pace := newPacer(l.cfg.Rate)
 	defer pace.stop()
-	for seq := uint64(0); int64(seq) < l.cfg.maxPerClient() && pace.wait(ctx); seq++ {
+	d := net.Dialer{Timeout: l.cfg.timeout()}
+	seq := uint64(0)
+	for n := int64(0); n < l.cfg.maxPerClient() && pace.wait(ctx); n, seq = n+1, seq+1 {
+		if c == nil {
+			start := time.Now()
+			var err error
+			if c, err = d.DialContext(ctx, "tcp", l.addr); err != nil {
+				l.series.Add(report.Sample{At: start.Sub(l.cfg.Start), Gen: -1, Latency: time.Since(start), Outcome: report.Classify(err)})
+				l.counts.add(1, 0, 0, 0)
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, c)
+			l.mu.Unlock()
+			seq = 0
+		}
 		start := time.Now()
 		sample := report.Sample{At: start.Sub(l.cfg.Start), Gen: -1}
 		r, err := exchange(c, seq, start.Add(l.cfg.timeout()))
@@ -168,7 +196,8 @@ func (l *StreamLoad) client(ctx context.Context, c net.Conn) {
 		l.series.Add(sample)
 		l.counts.add(1, 0, dup, 0)
 		if err != nil || sample.Outcome != report.OK {
-			return // the stream is broken or out of step: never reconnect
+			c.Close() // broken or out of step: the failure is counted, go on anew
+			c = nil
 		}
 	}
 }

@@ -66,6 +66,7 @@ type Sample struct {
 	Latency time.Duration
 	Outcome Outcome
 	Gen     int32 // generation that answered; -1 when unknown
+	Retried bool  // HTTP: net/http sent the request a second time
 }
 
 // Series collects the samples of one load; safe for concurrent use.

@@ -13,11 +13,26 @@ const (
 	Retired    = "retired"
 	Final      = "final"
 	RolledBack = "rolled-back"
+	Crashed    = "crashed"
 	Failed     = "failed"
 )
 
+// Crash faults: the serving generation dies under load, and the
+// supervisor must start the next one with the descriptors the service
+// stored with it.
+const (
+	FaultSigkill = "sigkill" // SIGKILL to the serving generation
+	FaultPanic   = "panic"   // the serving generation panics (SIGABRT to a program not ours)
+)
+
+// IsCrash tells a crash fault from the faults that break a new generation
+// during its hand-off (which must be rolled back).
+func IsCrash(fault string) bool { return fault == FaultSigkill || fault == FaultPanic }
+
 // FdAccounting fills r.Fds from the generations and the supervisor's own
-// counts. Descriptor counts are flat when every generation that received a
+// counts. A service other than the demo (Config.Command) holds connections
+// of the loads among its descriptors, so its generations' counts are
+// reported but not compared. Descriptor counts are flat when every generation that received a
 // set holds the same number of descriptors after the hand-off, every
 // generation that drained holds the same number at exit, and the supervisor
 // ends with no more than it started with. Generation 0 creates its
@@ -25,13 +40,18 @@ const (
 // comparison.
 func (r *Report) FdAccounting(supervisorStart, supervisorEnd int) {
 	var afterHandoff, atExit []int
-	for _, g := range r.Generations {
-		if g.Gen > 0 && (g.Outcome == Retired || g.Outcome == Final) {
+	for i, g := range r.Generations {
+		if i > 0 && (g.Outcome == Retired || g.Outcome == Final) {
 			afterHandoff = append(afterHandoff, g.FdsAfterHandoff)
 		}
 		if g.Outcome == Retired || g.Outcome == Final {
 			atExit = append(atExit, g.FdsAtExit)
 		}
+	}
+	if len(r.Config.Command) > 0 {
+		r.Fds = Fds{SupervisorStart: supervisorStart, SupervisorEnd: supervisorEnd,
+			AfterHandoff: RangeOf(afterHandoff), AtExit: RangeOf(atExit), Flat: supervisorEnd <= supervisorStart}
+		return
 	}
 	r.Fds = Fds{
 		SupervisorStart: supervisorStart,
@@ -71,18 +91,22 @@ func (r *Report) Judge(interrupted bool) {
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
 	for _, l := range r.Loads {
-		if l.Failed > 0 {
-			add("%s: %d failed (%s)", l.Name, l.Failed, causes(l.FailedBy))
+		c := l.DuringCrashes
+		if n := l.Failed - c.Failed; n > 0 {
+			add("%s: %d failed (%s)", l.Name, n, causes(subtract(l.FailedBy, c.FailedBy)))
 		}
-		if l.Lost > 0 {
-			add("%s: %d lost", l.Name, l.Lost)
+		if n := l.Lost - c.Lost; n > 0 {
+			add("%s: %d lost", l.Name, n)
 		}
 		if l.Duplicated > 0 {
 			add("%s: %d duplicated", l.Name, l.Duplicated)
 		}
-		if l.Retried > 0 {
+		if n := l.Retried - c.Retried; n > 0 {
 			add("%s: %d retried: the server closed a reused keep-alive connection with the request in flight "+
-				"(net/http sent these GETs again; a POST would have failed)", l.Name, l.Retried)
+				"(net/http sent these GETs again; a POST would have failed)", l.Name, n)
+		}
+		if n := c.FailedBy[Refused.String()]; n > 0 && r.Config.CrashSafety {
+			add("%s: %d refused while a crashed generation was being replaced: the listener or socket did not outlive it", l.Name, n)
 		}
 	}
 	problems = append(problems, r.moved()...)
@@ -91,7 +115,10 @@ func (r *Report) Judge(interrupted bool) {
 		add("%d restarts failed without an injected fault", rs.Failed)
 	}
 	for _, a := range rs.Attempts {
-		if a.Fault != "" && !a.RolledBack {
+		switch {
+		case IsCrash(a.Fault) && !a.OK:
+			add("restart %d: the service did not recover from fault %q (%s)", a.Index, a.Fault, a.Error)
+		case a.Fault != "" && !IsCrash(a.Fault) && !a.RolledBack:
 			add("restart %d: injected fault %q was not rolled back", a.Index, a.Fault)
 		}
 	}
@@ -193,6 +220,17 @@ func (r *Report) ExitCode() int {
 		return 3
 	}
 	return 0
+}
+
+// subtract returns the counts of a less those of b.
+func subtract(a, b map[string]int64) map[string]int64 {
+	out := map[string]int64{}
+	for k, v := range a {
+		if v -= b[k]; v > 0 {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func causes(failedBy map[string]int64) string {
