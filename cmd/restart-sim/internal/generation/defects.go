@@ -4,10 +4,10 @@ package generation
 
 // Defects: bugs the demo service can be built with (Config.Defect), one at
 // a time, so that restart-sim's own tests can check that the verdict
-// catches each of them and names the load it breaks. Every defect acts in
-// generations 1 and later only, so that generation 0 serves a clean
-// baseline; "retiring" ones act in a generation that has handed its set
-// over and is draining.
+// catches each of them and names the load it breaks. Every defect acts
+// only in generations that took the set over from a predecessor, so that
+// the first generation serves a clean baseline; "retiring" ones act in a
+// generation that has handed its set over and is draining.
 const (
 	// DefectHTTPWrong: every 16th request of the http load is answered
 	// with another request's id.
@@ -71,7 +71,7 @@ var Defects = []string{
 const defectEvery = 16
 
 // has reports whether this generation has defect d.
-func (c Config) has(d string) bool { return c.Defect == d && c.Gen > 0 }
+func (c Config) has(d string) bool { return c.Defect == d && c.took }
 
 // nth counts calls and reports true on every defectEvery-th one.
 func nth(n int64) bool { return n%defectEvery == defectEvery-1 }

@@ -206,7 +206,11 @@ func (r *Report) writeGenerations(p *printer, verbose bool) {
 		slices.Sort(counts)
 		parts = append(parts, fmt.Sprintf("%s %d/%d/%d", l.Name, counts[0], counts[len(counts)/2], counts[len(counts)-1]))
 	}
-	p.printf("GENERATIONS %d started, %d that took over served nothing\n", len(r.Generations), idle)
+	if len(r.Config.Command) > 0 {
+		p.printf("GENERATIONS %d started (which one answered is known of the demo service only)\n", len(r.Generations))
+	} else {
+		p.printf("GENERATIONS %d started, %d that took over served nothing\n", len(r.Generations), idle)
+	}
 	if len(parts) > 0 {
 		p.printf("          served per generation (min/median/max): %s\n", strings.Join(parts, ", "))
 	}
