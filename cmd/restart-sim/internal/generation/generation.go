@@ -151,10 +151,10 @@ type session struct {
 
 func newService(cfg Config, ctl *control.Reporter) *service {
 	s := &service{
-		cfg:       cfg,
-		id:        os.Getpid(),
-		ctl:       ctl,
-		served:    map[string]*atomic.Int64{},
+		cfg:    cfg,
+		id:     os.Getpid(),
+		ctl:    ctl,
+		served: map[string]*atomic.Int64{},
 
 		acceptPaused: make(chan struct{}, 1),
 		acceptResume: make(chan bool, 1),

@@ -220,4 +220,3 @@ func schedule(restarts int, faults []string) []string {
 	}
 	return plan
 }
-
