@@ -168,7 +168,7 @@ func (l *StreamLoad) client(ctx context.Context, c net.Conn) {
 		if c == nil {
 			start := time.Now()
 			var err error
-			if c, err = d.DialContext(ctx, "tcp", l.addr); err != nil {
+			if c, err = d.Dial("tcp", l.addr); err != nil { // started: runs to its end, like a request
 				l.series.Add(report.Sample{At: start.Sub(l.cfg.Start), Gen: -1, Latency: time.Since(start), Outcome: report.Classify(err)})
 				l.counts.add(1, 0, 0, 0)
 				continue

@@ -189,6 +189,18 @@ var _ = Describe("the verdict", func() {
 		Entry("a listener served at another address than generation 0's", func(r *report.Report) {
 			r.Generations[2].Serves = map[string]string{"http": "127.0.0.1:1000", "stream": "127.0.0.1:2002"}
 		}, 12, "stream: generation 2 serves at 127.0.0.1:2002, not at 127.0.0.1:1001: it did not take the stream descriptor over"),
+		Entry("a connection refused while a crashed generation was replaced, with crash safety on", func(r *report.Report) {
+			r.Config.CrashSafety = true
+			r.Loads[0].Failed, r.Loads[0].FailedBy = 3, map[string]int64{"refused": 3}
+			r.Loads[0].DuringCrashes = report.Trouble{Failed: 3, FailedBy: map[string]int64{"refused": 3}}
+		}, 12, "http: 3 refused while a crashed generation was being replaced: the listener or socket did not outlive it"),
+		Entry("a failure outside the crashes", func(r *report.Report) {
+			r.Loads[0].Failed, r.Loads[0].FailedBy = 3, map[string]int64{"reset": 3}
+			r.Loads[0].DuringCrashes = report.Trouble{Failed: 2, FailedBy: map[string]int64{"reset": 2}}
+		}, 12, "http: 1 failed (reset 1)"),
+		Entry("a crash the service did not recover from", func(r *report.Report) {
+			r.Restarts.Attempts = append(r.Restarts.Attempts, report.Attempt{Index: 3, Fault: "sigkill", Error: "no generation served"})
+		}, 12, `restart 3: the service did not recover from fault "sigkill" (no generation served)`),
 		Entry("a missed latency target with -fail-on-latency", func(r *report.Report) {
 			withLatency(r, 2, 2.8).Config.FailOnLatency = true
 		}, 12, "latency target missed (-fail-on-latency): http p99 1.40x (target 1.3x of the baseline)"),
@@ -213,6 +225,17 @@ var _ = Describe("the verdict", func() {
 			r.Loads = append(r.Loads, report.Load{Name: "file", Sent: 3, OK: 3})
 			Expect(judged(r, false).Verdict.Latency).To(Equal(report.LatencyVerdict{Target: 1.5, Met: true, Missed: []string{}}))
 		})
+	})
+
+	It("excuses what failed while a crashed generation was replaced, and refused connections without crash safety", func() {
+		r := passing()
+		r.Restarts.Attempts = append(r.Restarts.Attempts, report.Attempt{Index: 3, Fault: "sigkill", OK: true, RecoveryMs: 9})
+		r.Loads[0].Failed, r.Loads[0].FailedBy = 5, map[string]int64{"refused": 3, "reset": 2}
+		r.Loads[0].Retried = 1
+		r.Loads[0].DuringCrashes = report.Trouble{Failed: 5, FailedBy: map[string]int64{"refused": 3, "reset": 2}, Retried: 1}
+		r = judged(r, false)
+		Expect(r.Verdict.Problems).To(BeEmpty())
+		Expect(r.ExitCode()).To(Equal(0))
 	})
 
 	It("leaves generation 0 and rolled-back generations out of the hand-off comparison", func() {
