@@ -309,7 +309,7 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 				Expect(l.Name).To(BeElementOf("http", "keepalive"))
 				Expect(l.Sent).To(BeNumerically(">", 0))
 				Expect(l.FailedBy).NotTo(HaveKey("refused"), l.Name)
-				Expect(l.Failed - l.DuringCrashes.Failed).To(BeZero(), "%s: %+v", l.Name, l)
+				Expect(l.Failed-l.DuringCrashes.Failed).To(BeZero(), "%s: %+v", l.Name, l)
 			}
 			Expect(r.Generations).To(HaveLen(6))
 			Expect(r.Generations[len(r.Generations)-1].Outcome).To(Equal(report.Final))
