@@ -26,7 +26,7 @@ var _ = Describe("a supervisor", func() {
 	It("runs the first generation, marks its output, forwards the stop signal and reports its exit status", func() {
 		r := start(supervisor.Config{}, "-exit-code", "7")
 		g := r.serving(1)
-		Eventually(r.out).Should(gbytes.Say(`\[gen 1\] serving 127\.0\.0\.1:\d+\n`))
+		Eventually(r.out).Should(gbytes.Say(`\[gen 1\] serving 127\.0\.0\.1:\d+ \(ppid \d+\)\n`))
 
 		By("stopping with SIGINT, as Ctrl-C in a terminal does")
 		r.Stop(syscall.SIGINT)

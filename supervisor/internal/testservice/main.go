@@ -101,7 +101,7 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 		return serveFromChild(ln)
 	}
 	go serve(ln)
-	fmt.Printf("serving %s\n", ln.Addr())
+	fmt.Printf("serving %s (ppid %d)\n", ln.Addr(), os.Getppid())
 
 	var hs *graceful.Server
 	if handoff != "" && !child {
