@@ -257,9 +257,6 @@ func (st *state) scheduleStart() {
 	st.crashes++
 	d := backoff(st.crashes, st.s.cfg.MinBackoff, st.s.cfg.MaxBackoff)
 	st.s.log.Info("starting the next generation", "after", d, "failures", st.crashes)
-	if st.s.cfg.Handoff != "" {
-		st.openHandoff() // the hand-off socket answers meanwhile
-	}
 	if d == 0 {
 		st.startReplacement()
 		return
