@@ -79,10 +79,11 @@
 // activation package, sd_listen_fds) unset the variables, which are checked
 // against LISTEN_PID anyway, so grandchildren do not inherit them.
 //
-// A crash loop backs off: the first crash is answered at once; every
-// further generation that fails to become ready, or crashes within
-// MaxBackoff of becoming ready, waits twice as long as the one before,
-// from MinBackoff up to MaxBackoff.
+// A crash loop backs off: the first crash is answered at once; after every
+// further generation that fails to become ready, or crashes within 10
+// seconds (or MaxBackoff, if longer) of becoming ready, the next start
+// waits twice as long as the one before, from MinBackoff up to MaxBackoff.
+// A generation that served longer than that starts the count again.
 //
 // # PID 1 and the terminal
 //

@@ -66,7 +66,7 @@ func (st *state) finished() bool { return st.stopping && len(st.gens) == 0 }
 func (st *state) startFirst() error {
 	g, err := st.spawn()
 	if err != nil {
-		return err
+		return fmt.Errorf("supervisor: cannot start %w", err)
 	}
 	st.starting = g
 	return nil
@@ -88,7 +88,7 @@ func (st *state) spawn() (*gen, error) {
 	p, err := startProcess(s, g.N, fds, names)
 	if err != nil {
 		st.next--
-		return nil, fmt.Errorf("%w: generation %d: %w", ErrRestartFailed, g.N, err)
+		return nil, fmt.Errorf("generation %d: %w", g.N, err)
 	}
 	g.proc = p
 	g.PID, g.MainPID, g.Started = p.pid, p.pid, time.Now()
@@ -137,7 +137,7 @@ func (st *state) beginRestart(waiters []chan restartResult) {
 		st.failedRestarts++
 		st.upstream(graceful.NotifyReady)
 		for _, w := range waiters {
-			w <- restartResult{err: fmt.Errorf("%w; generation %d serves on", err, st.serving.N)}
+			w <- restartResult{err: fmt.Errorf("%w: %w; generation %d serves on", ErrRestartFailed, err, st.serving.N)}
 		}
 		st.s.log.Error("restart failed", "err", err)
 		st.runPending()
@@ -257,9 +257,6 @@ func (st *state) scheduleStart() {
 	st.crashes++
 	d := backoff(st.crashes, st.s.cfg.MinBackoff, st.s.cfg.MaxBackoff)
 	st.s.log.Info("starting the next generation", "after", d, "failures", st.crashes)
-	if st.s.cfg.Handoff != "" {
-		st.openHandoff() // the hand-off socket answers meanwhile
-	}
 	if d == 0 {
 		st.startReplacement()
 		return
@@ -280,6 +277,10 @@ func (st *state) startReplacement() {
 	}
 	st.starting = g
 }
+
+// stableAfter is how long a generation must have served for its crash not
+// to count as part of a crash loop (unless MaxBackoff is longer).
+const stableAfter = 10 * time.Second
 
 // backoff is the wait before the start that follows the n-th consecutive
 // failure: none after the first, then min, 2*min, ... up to max.
@@ -357,8 +358,8 @@ func (st *state) ended(g *gen, exit Exit) {
 			return
 		}
 		st.crashCount++
-		s.log.Error("serving generation died", "gen", g.N, "pid", g.PID, "exit", exit)
-		if time.Since(g.Ready) > s.cfg.MaxBackoff {
+		s.log.Error("serving generation died", "gen", g.N, "pid", g.PID, "exit", exit, "served", time.Since(g.Ready).Round(time.Millisecond))
+		if time.Since(g.Ready) > max(s.cfg.MaxBackoff, stableAfter) {
 			st.crashes = 0 // it had served long enough: not a loop
 		}
 		st.upstream(graceful.NotifyStatus(fmt.Sprintf("generation %d died (%s); starting the next", g.N, exit)))

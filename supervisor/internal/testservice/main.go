@@ -100,17 +100,14 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 	if mode == "mainpid" && !child {
 		return serveFromChild(ln)
 	}
-	go serve(ln)
-	fmt.Printf("serving %s\n", ln.Addr())
+	served := make(chan struct{})
+	go func() { serve(ln); close(served) }()
+	fmt.Printf("serving %s (ppid %d)\n", ln.Addr(), os.Getppid())
 
 	var hs *graceful.Server
 	if handoff != "" && !child {
-		hln, err := graceful.Listen(handoff)
-		if err != nil {
-			return err
-		}
 		hs = &graceful.Server{Handler: graceful.ListenerHandler(ln, graceful.Meta{"name": "tcp"})}
-		go hs.Serve(hln)
+		go hs.ListenAndServe(handoff) // once the previous generation lets go of the path
 	}
 	if fdstore {
 		if _, err := graceful.SdStore("tcp", ln.(*net.TCPListener)); err != nil {
@@ -165,6 +162,7 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 		hs.Close()
 	}
 	ln.Close()
+	<-served // the connection it had accepted is answered
 	fmt.Println("stopped")
 	os.Exit(exitCode)
 	return nil
