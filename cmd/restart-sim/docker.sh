@@ -83,7 +83,7 @@ run() {
 	local out status=0
 	out=$(mktemp)
 	if [ $# -eq 0 ]; then
-		set -- -restarts 20 -baseline 2s -faults crash,hang,kill
+		set -- -restarts 20 -baseline 2s -faults crash,hang,kill,sigkill,panic
 	fi
 	docker run --rm "$image" "$@" | tee "$out" || status=$?
 	check_pid1 "$out" || status=1
