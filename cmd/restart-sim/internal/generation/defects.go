@@ -32,7 +32,7 @@ const (
 	// answered on it.
 	DefectStreamState = "stream-state"
 	// DefectStreamRebind: the stream listener received is closed and a new
-	// one is bound on a fresh port (so the port of generation 0 dies with
+	// one is bound on a fresh port (so the first generation's port dies with
 	// the generation that handed it over).
 	DefectStreamRebind = "stream-rebind"
 	// DefectStreamNotTaken: the first stream connection received is closed

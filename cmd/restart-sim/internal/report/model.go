@@ -190,14 +190,14 @@ type Generation struct {
 	// Served counts the answers the load generators got from this generation.
 	Served map[string]int64 `json:"served"`
 	// FdsAfterHandoff: open descriptors once the set was received (or created,
-	// for generation 0) and before serving; -1 when not reported.
+	// for the first generation) and before serving; -1 when not reported.
 	FdsAfterHandoff int `json:"fds_after_handoff"`
 	// FdsAtExit: open descriptors after draining, just before exiting; -1
 	// when not reported.
 	FdsAtExit int `json:"fds_at_exit"`
 	// Serves is where the generation said, once ready, that it serves: an
 	// address per listener or socket ("http", "stream", "udp"). A
-	// generation that took them over serves where generation 0 did.
+	// generation that took them over serves where the first one did.
 	Serves map[string]string `json:"serves"`
 }
 

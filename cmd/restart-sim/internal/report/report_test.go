@@ -186,7 +186,7 @@ var _ = Describe("the verdict", func() {
 		Entry("descriptors growing in the supervisor", func(*report.Report) {}, 13, "supervisor 12 -> 13"),
 		Entry("a keep-alive request sent twice", func(r *report.Report) { r.Loads[0].Retried = 2 }, 12,
 			"http: 2 retried: the server closed a reused keep-alive connection with the request in flight"),
-		Entry("a listener served at another address than generation 0's", func(r *report.Report) {
+		Entry("a listener served at another address than the first generation's", func(r *report.Report) {
 			r.Generations[2].Serves = map[string]string{"http": "127.0.0.1:1000", "stream": "127.0.0.1:2002"}
 		}, 12, "stream: generation 2 serves at 127.0.0.1:2002, not at 127.0.0.1:1001: it did not take the stream descriptor over"),
 		Entry("a connection refused while a crashed generation was replaced, with crash safety on", func(r *report.Report) {
@@ -238,7 +238,7 @@ var _ = Describe("the verdict", func() {
 		Expect(r.ExitCode()).To(Equal(0))
 	})
 
-	It("leaves generation 0 and rolled-back generations out of the hand-off comparison", func() {
+	It("leaves the first generation and rolled-back generations out of the hand-off comparison", func() {
 		r := passing()
 		r.Generations = append(r.Generations, report.Generation{Gen: 3, Outcome: report.RolledBack, FdsAfterHandoff: 40, FdsAtExit: -1})
 		r.FdAccounting(12, 12)

@@ -30,14 +30,14 @@ const (
 func IsCrash(fault string) bool { return fault == FaultSigkill || fault == FaultPanic }
 
 // FdAccounting fills r.Fds from the generations and the supervisor's own
-// counts. A service other than the demo (Config.Command) holds connections
-// of the loads among its descriptors, so its generations' counts are
-// reported but not compared. Descriptor counts are flat when every generation that received a
+// counts. Descriptor counts are flat when every generation that received a
 // set holds the same number of descriptors after the hand-off, every
 // generation that drained holds the same number at exit, and the supervisor
-// ends with no more than it started with. Generation 0 creates its
+// ends with no more than it started with. The first generation creates its
 // descriptors instead of receiving them, so it is left out of the first
-// comparison.
+// comparison. A service other than the demo (Config.Command) holds
+// connections of the loads among its descriptors: its generations' counts
+// are reported but not compared.
 func (r *Report) FdAccounting(supervisorStart, supervisorEnd int) {
 	var afterHandoff, atExit []int
 	for i, g := range r.Generations {
@@ -78,7 +78,7 @@ func notMissing(counts []int) bool {
 // any failed, lost or duplicated request, datagram, frame or line; on an
 // HTTP request sent twice because the server closed its reused keep-alive
 // connection with the request in flight; on a generation that serves a
-// listener or socket at another address than generation 0 (it did not take
+// listener or socket at another address than the first generation (it did not take
 // that descriptor over); on a restart that failed without a fault being
 // injected; on an injected fault that was not rolled back; on a generation
 // that ended in a way nobody asked for; on a generation not reaped; on
