@@ -88,4 +88,6 @@ var _ = Describe("the supervisor's log records, read as events", func() {
 })
 
 // events returns the handler s is fed by, for Enabled.
-func (s *Service) events() slog.Handler { return &events{s: s, out: slog.NewTextHandler(&bytes.Buffer{}, nil)} }
+func (s *Service) events() slog.Handler {
+	return &events{s: s, out: slog.NewTextHandler(&bytes.Buffer{}, nil)}
+}
