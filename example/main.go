@@ -42,6 +42,10 @@ import (
 // takeOverTimeout bounds how long a new instance may take to take over.
 const takeOverTimeout = time.Minute
 
+// handoffWait bounds the wait for the predecessor to close its hand-off
+// socket.
+const handoffWait = 10 * time.Second
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "address to serve HTTP on")
 	sock := flag.String("socket", "/tmp/graceful-example.sock", "unix socket for the hand-off")
@@ -87,7 +91,7 @@ func run(addr, sock string, signals <-chan os.Signal) error {
 			}
 		},
 	}
-	hln, err := graceful.Listen(sock)
+	hln, err := listenHandoff(sock)
 	if err != nil {
 		drainer.Drain(context.Background())
 		return fmt.Errorf("hand-off socket: %w", err)
@@ -128,6 +132,9 @@ func run(addr, sock string, signals <-chan os.Signal) error {
 				continue
 			}
 			successor.keep()
+			// The successor places its own hand-off socket at the same
+			// path once this one is closed.
+			handoff.Close()
 			// Alone, this instance goes now. Under a supervisor it waits for
 			// the supervisor's SIGTERM, which comes once the successor has
 			// told the supervisor too: leaving before would look like a
@@ -141,6 +148,20 @@ func run(addr, sock string, signals <-chan os.Signal) error {
 	err = drainer.Drain(ctx)
 	log.Printf("drained, exiting")
 	return err
+}
+
+// listenHandoff places the hand-off socket at sock. The instance this one
+// took over from closes its own as soon as it has heard READY; until then
+// graceful.Listen refuses to replace a live socket, and is tried again.
+func listenHandoff(sock string) (net.Listener, error) {
+	deadline := time.Now().Add(handoffWait)
+	for {
+		ln, err := graceful.Listen(sock)
+		if !errors.Is(err, graceful.ErrAddrInUse) || time.Now().After(deadline) {
+			return ln, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // takeOver receives the listener from a running instance, or from a
