@@ -590,12 +590,12 @@ func (s *service) stopUDP() {
 
 // offer serves the hand-off socket for the next generation, in restart-sim's
 // private (0700) directory. The predecessor closes its own once the hand-off
-// succeeded; until then placing the socket may fail (a live socket is not
-// replaced), and is tried again for at most Timeout.
+// succeeded; until then graceful.Listen refuses to replace its live socket
+// (ErrAddrInUse), and is tried again for at most Timeout.
 func (s *service) offer() error {
 	deadline := time.Now().Add(s.cfg.Timeout)
 	ln, err := graceful.Listen(s.cfg.Handoff)
-	for err != nil && time.Now().Before(deadline) {
+	for errors.Is(err, graceful.ErrAddrInUse) && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 		ln, err = graceful.Listen(s.cfg.Handoff)
 	}

@@ -50,17 +50,10 @@ func NewHTTP(cfg Config, addr string, keepAlive bool) (*HTTPLoad, error) {
 // NewHTTPURL returns an HTTP load against a service of the user's: GET url
 // (on loopback), and every answer must have the given status.
 func NewHTTPURL(cfg Config, rawURL string, keepAlive bool, status int) (*HTTPLoad, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return nil, fmt.Errorf("load: %q is not an http:// URL", rawURL)
-	}
-	port := u.Port()
-	if port == "" {
-		port = "80"
-	}
-	if err := checkLoopback(net.JoinHostPort(u.Hostname(), port)); err != nil {
+	if err := CheckURL(rawURL); err != nil {
 		return nil, err
 	}
+	u, _ := url.Parse(rawURL)
 	l, err := NewHTTP(cfg, u.Host, keepAlive)
 	if err != nil {
 		return nil, err
@@ -153,6 +146,23 @@ func (l *HTTPLoad) Result() report.Load { return l.counts.result(l.name, l.serie
 
 // Samples are the measured requests.
 func (l *HTTPLoad) Samples() []report.Sample { return l.series.Samples() }
+
+// CheckTarget checks that addr (host:port) is a loopback address, the only
+// kind a load may drive.
+func CheckTarget(addr string) error { return checkLoopback(addr) }
+
+// CheckURL checks that rawURL is an http:// URL on loopback.
+func CheckURL(rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("load: %q is not an http:// URL", rawURL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return checkLoopback(net.JoinHostPort(u.Hostname(), port))
+}
 
 func checkLoopback(addr string) error {
 	host, _, err := net.SplitHostPort(addr)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 	"time"
@@ -25,6 +26,7 @@ var ErrNoGeneration = errors.New("restart-sim: no generation is serving")
 type runner struct {
 	cfg    Config
 	origin time.Time
+	out    io.Writer // progress and verbose lines
 	svc    *service.Service
 	sink   *control.Sink      // the demo's reports; nil for a service of the user's
 	demo   *generation.Config // the demo's settings; nil for a service of the user's
@@ -54,7 +56,7 @@ func (r *runner) restarts(ctx context.Context, prog *progress) error {
 		r.attempts = append(r.attempts, a)
 		prog.attempted(a)
 		if r.cfg.Verbose {
-			fmt.Fprintf(os.Stderr, "restart-sim: restart %d (fault %q): gen %d -> %d ok=%v rolled back=%v %s\n",
+			fmt.Fprintf(r.out, "restart-sim: restart %d (fault %q): gen %d -> %d ok=%v rolled back=%v %s\n",
 				a.Index, a.Fault, a.From, a.Gen, a.OK, a.RolledBack, a.Error)
 		}
 		if err != nil {

@@ -266,6 +266,18 @@ func (c *Config) checkUser(set map[string]bool) error {
 	if c.HTTPURL == "" && c.TCPAddr == "" && c.UDPAddr == "" {
 		return errors.New("with a command, name what to drive: -http URL, -tcp ADDR or -udp ADDR")
 	}
+	if c.HTTPURL != "" {
+		if err := load.CheckURL(c.HTTPURL); err != nil {
+			return fmt.Errorf("-http: %w", err)
+		}
+	}
+	for _, t := range []struct{ flag, addr string }{{"-tcp", c.TCPAddr}, {"-udp", c.UDPAddr}} {
+		if t.addr != "" {
+			if err := load.CheckTarget(t.addr); err != nil {
+				return fmt.Errorf("%s: %w", t.flag, err)
+			}
+		}
+	}
 	if !set["ready-timeout"] {
 		c.ReadyTimeout = DefaultUserReadyTimeout
 	}

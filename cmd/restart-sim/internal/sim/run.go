@@ -116,7 +116,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 	origin := time.Now()
 	planned := warmup + cfg.Baseline + time.Duration(cfg.Restarts+len(cfg.Faults))*cfg.Interval + tail +
 		time.Duration(len(cfg.Faults))*(cfg.ReadyTimeout+3*cfg.StepTimeout)
-	r := &runner{cfg: cfg, origin: origin, faultOf: map[int]string{}, fdsAtReady: map[int]int{}}
+	r := &runner{cfg: cfg, origin: origin, out: stderr, faultOf: map[int]string{}, fdsAtReady: map[int]int{}}
 	svcCfg := service.Config{
 		Dir: filepath.Join(dir, "supervisor"), ReadyTimeout: cfg.ReadyTimeout, StopTimeout: 2 * cfg.StepTimeout,
 		CrashSafety: cfg.CrashSafety, Output: stderr, Log: stderr, Verbose: cfg.Verbose,
