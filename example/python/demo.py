@@ -152,7 +152,11 @@ def main() -> int:
     sd_notify(f"FDSTORE=1\nFDNAME={NAME}", [ln.fileno()])
     sd_notify(f"READY=1\nSTATUS=serving http on {addr}")
 
-    stop.wait()
+    # A signal may be delivered to any thread; Python runs its handler in the
+    # main thread only once that thread runs bytecode again, and a wait
+    # without a timeout may never return to do so: wait in slices.
+    while not stop.wait(0.2):
+        pass
     sd_notify("STOPPING=1")
     handoff.close()
     httpd.shutdown()  # stops accepting: what is queued is the next generation's

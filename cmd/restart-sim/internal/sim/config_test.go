@@ -20,7 +20,7 @@ var _ = Describe("the flags", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cfg).To(Equal(DefaultConfig()))
 		Expect(cfg.Loads).To(Equal([]string{"http", "keepalive", "stream", "udp", "file"}))
-		total := warmup + cfg.Baseline + time.Duration(cfg.Restarts)*cfg.Interval + tail
+		total := warmup(cfg) + cfg.Baseline + time.Duration(cfg.Restarts)*cfg.Interval + tail
 		Expect(total).To(BeNumerically("~", time.Minute, 15*time.Second))
 		Expect(out.String()).To(BeEmpty())
 	})

@@ -33,8 +33,10 @@ const (
 	ExitInterrupted = 3
 )
 
-// warmup is load before the baseline, left out of the latency figures.
-const warmup = time.Second
+// warmup is load before the baseline, left out of the latency figures:
+// a second, or the baseline's length when that is shorter (a short run
+// is a test).
+func warmup(cfg Config) time.Duration { return min(time.Second, cfg.Baseline) }
 
 // tail is load after the last restart, so that the last generation serves
 // too before the run stops.
@@ -114,7 +116,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 	defer os.RemoveAll(dir)
 
 	origin := time.Now()
-	planned := warmup + cfg.Baseline + time.Duration(cfg.Restarts+len(cfg.Faults))*cfg.Interval + tail +
+	planned := warmup(cfg) + cfg.Baseline + time.Duration(cfg.Restarts+len(cfg.Faults))*cfg.Interval + tail +
 		time.Duration(len(cfg.Faults))*(cfg.ReadyTimeout+3*cfg.StepTimeout)
 	r := &runner{cfg: cfg, origin: origin, out: stderr, faultOf: map[int]string{}, fdsAtReady: map[int]int{}}
 	svcCfg := service.Config{
@@ -181,7 +183,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 	since := func() float64 { return time.Since(origin).Seconds() }
 	var runErr error
 	fmt.Fprintf(stderr, "restart-sim: %s serves %s; loads: %s\n", what(cfg), tg, strings.Join(names(gens, cfg), ", "))
-	if pause(ctx, warmup) {
+	if pause(ctx, warmup(cfg)) {
 		fmt.Fprintf(stderr, "restart-sim: baseline phase: %v without restarts\n", cfg.Baseline)
 		ph.BaselineStartS = since()
 		pause(ctx, cfg.Baseline)
