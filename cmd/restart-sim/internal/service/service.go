@@ -53,6 +53,7 @@ type Config struct {
 // Gen is what happened to one generation.
 type Gen struct {
 	N, PID  int
+	MainPID int // the process it named with MAINPID=, or PID
 	Started time.Time
 	Ready   time.Time // zero: never ready
 	Exited  time.Time // zero: still running
@@ -193,7 +194,7 @@ func (s *Service) Crash(sig syscall.Signal, signal func(pid int, sig syscall.Sig
 		return victim, next, at, ErrNotServing
 	}
 	at = time.Now()
-	if err := signal(victim.PID, sig); err != nil {
+	if err := signal(victim.MainPID, sig); err != nil {
 		return victim, next, at, err
 	}
 	ok = s.await(func() bool {
@@ -288,8 +289,13 @@ func (s *Service) note(r slog.Record, attrs map[string]slog.Value) {
 	g := s.gens[n]
 	switch r.Message {
 	case "generation started":
-		g = &Gen{N: n, PID: int(intOf(attrs["pid"])), Started: r.Time}
+		pid := int(intOf(attrs["pid"]))
+		g = &Gen{N: n, PID: pid, MainPID: pid, Started: r.Time}
 		s.gens[n] = g
+	case "generation's main process changed":
+		if g != nil {
+			g.MainPID = int(intOf(attrs["main_pid"]))
+		}
 	case "generation ready":
 		if g != nil {
 			g.Ready = r.Time

@@ -71,6 +71,13 @@ var _ = Describe("the supervisor's log records, read as events", func() {
 		Expect(s.Generations()).To(HaveLen(3))
 	})
 
+	It("follow the main process a generation names with MAINPID=", func() {
+		log.Info("generation started", "gen", 1, "pid", 100, "fds", 0)
+		log.Info("generation's main process changed", "gen", 1, "main_pid", 101)
+		g, _ := s.Gen(1)
+		Expect([]int{g.PID, g.MainPID}).To(Equal([]int{100, 101}))
+	})
+
 	It("keep attributes given to With", func() {
 		log.With("gen", 7).Info("generation started", "pid", 700)
 		g, ok := s.Gen(7)
