@@ -62,9 +62,13 @@ const (
 	benchCountEnv = "GRACEFUL_BENCH_FDS"
 )
 
-// TestMain only turns this binary into a benchmark's peer process when
-// asked to by the environment; otherwise it runs the tests as usual.
+// TestMain only turns this binary into a benchmark's peer process, or a
+// spec's helper process (helper_test.go), when asked to by the
+// environment; otherwise it runs the tests as usual.
 func TestMain(m *testing.M) {
+	if name := os.Getenv(helperEnv); name != "" {
+		os.Exit(helperMain(name))
+	}
 	if role := os.Getenv(benchPeerEnv); role != "" {
 		if err := benchPeerMain(role); err != nil {
 			fmt.Fprintf(os.Stderr, "bench peer %s: %v\n", role, err)
@@ -136,13 +140,11 @@ func benchTransfer(b *testing.B, procs int, mode, impl string, n int) {
 }
 
 // benchBusy counts the sessions a Client was refused as BUSY (and retried
-// after a pause): it is the Client's Logger, which hears of every failed
-// session.
+// after a pause): through NewSlogLogger, it is the Client's Logger, which
+// hears of every BUSY answer it asks again after, at debug level.
 type benchBusy struct{ n atomic.Int64 }
 
-func (*benchBusy) Debugf(string, ...any) {}
-func (*benchBusy) Infof(string, ...any)  {}
-func (b *benchBusy) Errorf(_ string, args ...any) {
+func (b *benchBusy) Debugf(_ string, args ...any) {
 	for _, a := range args {
 		if err, ok := a.(error); ok && errors.Is(err, graceful.ErrBusy) {
 			b.n.Add(1)
@@ -232,7 +234,7 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 			return append(fds, got...), err
 		}
 	default: // dial, graceful: Receive retries a BUSY server itself
-		c := &graceful.Client{Logger: busy}
+		c := &graceful.Client{Logger: graceful.NewSlogLogger(busy)}
 		return func(fds []int) ([]int, error) {
 			err := c.Receive(path, func(fd int, _ io.Reader) error { fds = append(fds, fd); return nil })
 			return fds, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"slices"
@@ -32,9 +33,31 @@ type Client struct {
 	// Timeout bounds each blocking step: the dial, each read and write.
 	// Zero means DefaultTimeout.
 	Timeout time.Duration
-	// Logger receives the client's messages: a *slog.Logger, or a value
-	// with some of Debugf, Infof, Errorf. Nil means no logging.
-	Logger any
+	// SessionTimeout bounds a whole session, from the dial to the set's
+	// last frame, whatever each step takes; for Receive, it also bounds
+	// the asking again of a BUSY sender. Zero means three times Timeout
+	// (30 s by default).
+	SessionTimeout time.Duration
+	// Authorize decides whether the sender may give descriptors to this
+	// process, before a byte is written to it: a process of another user
+	// at the address (or at an abstract name anyone can bind) would
+	// otherwise hand over descriptors of its choice. Nil means the sender
+	// must run as this process's effective user. A sender whose uid or gid
+	// is the kernel's overflow id (usually 65534) is refused before
+	// Authorize is asked. A refused sender is told UNAUTHORIZED, and the
+	// error matches ErrUnauthorized.
+	Authorize func(PeerCred) error
+	// MaxFds bounds the descriptors of one set; a sender that declares
+	// more is told TOO_LARGE, everything received is closed, and the
+	// error matches ErrTooLarge. Zero means DefaultMaxFds (16384).
+	MaxFds int
+	// MaxMetaBytes bounds the metadata bytes of one set, all descriptors
+	// together, as MaxFds does. Zero means DefaultMaxMetaBytes (16 MiB).
+	MaxMetaBytes int
+	// Logger receives the client's messages; nil means no logging (see
+	// NewSlogLogger). A failure is logged once, at error level; a BUSY
+	// answer that Receive asks again after, at debug level.
+	Logger *slog.Logger
 	// CheckKinds makes the client verify, before any callback runs, that
 	// every descriptor is of the kind the sender said (spec RCV-8). It
 	// costs up to three system calls per descriptor.
@@ -43,58 +66,85 @@ type Client struct {
 
 var defaultClient Client
 
-// Receive dials the unix socket at addr, receives one set of descriptors,
-// calls cb for each, tells the sender it is ready, and closes the
-// connection. When nothing listens at addr it returns an error matching
-// ErrNoServer: on a first start there is nobody to take over from.
+// Receive dials the unix socket at addr (a path, or "@name" for an
+// abstract address on Linux), checks that the sender runs as this
+// process's user, receives one set of descriptors, calls cb for each,
+// tells the sender it is ready, and closes the connection. A sender busy
+// with another receiver is asked again until the session timeout.
+//
+// When nothing listens at addr it returns an error matching ErrNoServer:
+// on a first start there is nobody to take over from. Once every
+// descriptor of the set has been given to cb, it returns nil or an error
+// matching ErrUnconfirmed (the sender may not have heard the
+// acknowledgement): either way the set is the caller's, and the caller
+// should serve with it. Any other error means no descriptor reached cb.
 func Receive(addr string, cb ReceiveCallback) error { return defaultClient.Receive(addr, cb) }
 
 // ReceiveFrom receives one set of descriptors on conn, which must be a
 // *net.UnixConn, and acknowledges it. It does not say ready: call Ready
-// once the descriptors are in use. conn stays open.
+// once the descriptors are in use. conn stays open. As with Receive, once
+// every descriptor has been given to cb, the error is nil or matches
+// ErrUnconfirmed.
 func ReceiveFrom(conn net.Conn, cb ReceiveCallback) error {
 	return defaultClient.ReceiveFrom(conn, cb)
 }
 
 // ReceiveAllFrom receives sets of descriptors on conn until the peer closes
 // it between two sets. It fails with ErrPeerClosed if not even one set
-// arrived.
+// arrived. The last set's error is as ReceiveFrom's.
 func ReceiveAllFrom(conn net.Conn, cb ReceiveCallback) error {
 	return defaultClient.ReceiveAllFrom(conn, cb)
 }
 
 // Ready tells the sender at the other end of conn that the descriptors it
-// sent are in use, so that it may stop. An error means the sender did not
-// hear it (it may not have waited): the descriptors received are still the
-// caller's.
+// sent are in use, so that it may stop. An error (matching ErrUnconfirmed
+// when the write failed) means the sender did not hear it (it may not
+// have waited): the descriptors received are still the caller's.
 func Ready(conn net.Conn) error { return defaultClient.Ready(conn) }
 
 // Dial connects to the unix socket at addr.
 func Dial(addr string) (*net.UnixConn, error) { return defaultClient.Dial(addr) }
 
-// Dial connects to the unix socket at addr, within the client's timeout.
+// Dial connects to the unix socket at addr (a path, or "@name"), within
+// the client's timeout. It does not check the peer: ReceiveFrom and the
+// Send functions do.
 func (c *Client) Dial(addr string) (*net.UnixConn, error) {
-	d := net.Dialer{Timeout: c.timeout()}
-	conn, err := d.Dial("unix", addr)
+	conn, err := c.dial(addr)
+	return conn, opError("dial", addr, err)
+}
+
+func (c *Client) dial(addr string) (*net.UnixConn, error) {
+	path, release, err := dialAddr(addr)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w: %w", ErrNoServer, err)
-		}
-		return nil, err
+		return nil, noServer(err)
+	}
+	defer release()
+	d := net.Dialer{Timeout: stepTimeout(c.Timeout)}
+	conn, err := d.Dial("unix", path)
+	if err != nil {
+		return nil, noServer(err)
 	}
 	return conn.(*net.UnixConn), nil
 }
 
-// Receive is like the package's Receive, with c's settings. A sender busy
-// with another receiver is asked again, with growing pauses, until the
-// client's timeout.
+// noServer makes a failed dial that found nobody match ErrNoServer.
+func noServer(err error) error {
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("%w: %w", ErrNoServer, err)
+	}
+	return err
+}
+
+// Receive is like the package's Receive, with c's settings.
 func (c *Client) Receive(addr string, cb ReceiveCallback) error {
-	deadline := time.Now().Add(c.timeout())
+	log := logger{c.Logger}
+	deadline := time.Now().Add(sessionTimeout(c.SessionTimeout, c.Timeout))
 	for tries, pause := 0, time.Millisecond; ; tries++ {
-		err := c.receiveOnce(addr, cb)
+		n, err := c.receiveOnce(addr, cb, deadline)
 		if !errors.Is(err, ErrBusy) || time.Now().Add(pause).After(deadline) {
-			return err
+			return c.result("receive", addr, n, err)
 		}
+		log.log(slog.LevelDebug, "graceful: sender busy; asking again", "addr", addr, "err", err)
 		// Most BUSY answers come from a server still reading the previous
 		// receiver's READY, and clear within microseconds; a sleep cannot
 		// be shorter than a millisecond.
@@ -107,81 +157,103 @@ func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 	}
 }
 
+// result logs the outcome of an exported call once, and wraps its error.
+func (c *Client) result(op, addr string, n int, err error) error {
+	log := logger{c.Logger}
+	if err != nil {
+		err = opError(op, addr, err)
+		log.log(slog.LevelError, "graceful: "+op+" failed", "err", err)
+		return err
+	}
+	log.log(slog.LevelDebug, "graceful: received the set", "addr", addr, "descriptors", n)
+	return nil
+}
+
 // receiveOnce runs one session on a socket of its own, waiting on the
 // thread: nobody else uses the socket, and the kernel wakes a thread in
 // poll directly, without a trip through Go's poller.
-func (c *Client) receiveOnce(addr string, cb ReceiveCallback) error {
-	b, err := fdpass.DialBlocking(addr, time.Now().Add(c.timeout()))
+func (c *Client) receiveOnce(addr string, cb ReceiveCallback, deadline time.Time) (int, error) {
+	path, release, err := dialAddr(addr)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w: %w", ErrNoServer, err)
-		}
-		return err
+		return 0, noServer(err)
+	}
+	b, err := fdpass.DialBlocking(path, earliest(time.Now().Add(stepTimeout(c.Timeout)), deadline))
+	release()
+	if err != nil {
+		return 0, noServer(err)
 	}
 	defer b.Close()
-	fc := newFrameConnOn(b, c.Timeout)
+	fc := newFrameConn(b, c.Timeout, deadline)
 	defer fc.release()
-	_, err = c.session(fc, cb, true)
-	if errors.Is(err, io.EOF) {
-		err = fmt.Errorf("%w: closed before WELCOME", ErrPeerClosed)
+	cred, err := b.PeerCred()
+	return c.sessionWith(fc, PeerCred(cred), err, cb, true)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
 	}
-	return err
+	return a
 }
 
 // ReceiveFrom is like the package's ReceiveFrom, with c's settings.
 func (c *Client) ReceiveFrom(conn net.Conn, cb ReceiveCallback) error {
-	fc, err := newFrameConn(conn, c.Timeout)
+	uc, err := unixConn(conn)
 	if err != nil {
-		return err
+		return c.result("receive", "", 0, err)
 	}
+	fc := c.frameConnOn(uc)
 	defer fc.release()
 	defer fc.clearDeadlines()
-	_, err = c.session(fc, cb, false)
-	if errors.Is(err, io.EOF) {
-		err = fmt.Errorf("%w: closed before WELCOME", ErrPeerClosed)
-	}
-	return err
+	cred, err := peerCred(uc)
+	n, err := c.sessionWith(fc, cred, err, cb, false)
+	return c.result("receive", connAddr(uc), n, err)
 }
 
 // ReceiveAllFrom is like the package's ReceiveAllFrom, with c's settings.
 func (c *Client) ReceiveAllFrom(conn net.Conn, cb ReceiveCallback) error {
-	fc, err := newFrameConn(conn, c.Timeout)
+	uc, err := unixConn(conn)
 	if err != nil {
-		return err
+		return c.result("receive", "", 0, err)
 	}
+	fc := c.frameConnOn(uc)
 	defer fc.release()
 	defer fc.clearDeadlines()
+	cred, err := peerCred(uc)
+	total := 0
 	for sets := 0; ; sets++ {
-		_, err := c.session(fc, cb, false)
+		fc.session = time.Now().Add(sessionTimeout(c.SessionTimeout, c.Timeout))
+		n, serr := c.sessionWith(fc, cred, err, cb, false)
+		total += n
 		switch {
-		case err == nil:
-		case errors.Is(err, io.EOF) && sets > 0:
-			return nil
-		case errors.Is(err, io.EOF):
-			return fmt.Errorf("%w: closed before WELCOME", ErrPeerClosed)
+		case serr == nil:
+		case errors.Is(serr, ErrPeerClosed) && errors.Is(serr, io.EOF) && sets > 0:
+			return c.result("receive", connAddr(uc), total, nil)
 		default:
-			return err
+			return c.result("receive", connAddr(uc), total, serr)
 		}
 	}
 }
 
+func (c *Client) frameConnOn(uc *net.UnixConn) *frameConn {
+	fc := newFrameConn(pollerConn{uc}, c.Timeout, time.Now().Add(sessionTimeout(c.SessionTimeout, c.Timeout)))
+	return fc
+}
+
 // Ready is like the package's Ready, with c's settings.
 func (c *Client) Ready(conn net.Conn) error {
-	fc, err := newFrameConn(conn, c.Timeout)
+	uc, err := unixConn(conn)
 	if err != nil {
-		return err
+		return opError("ready", "", err)
 	}
+	fc := newFrameConn(pollerConn{uc}, c.Timeout, time.Time{})
 	defer fc.release()
 	defer fc.clearDeadlines()
 	fc.out = wire.AppendReady(fc.out)
-	return fc.write(nil)
-}
-
-func (c *Client) timeout() time.Duration {
-	if c.Timeout > 0 {
-		return c.Timeout
+	if err := fc.write(nil); err != nil {
+		return opError("ready", connAddr(uc), fmt.Errorf("%w: %w", ErrUnconfirmed, err))
 	}
-	return DefaultTimeout
+	return nil
 }
 
 // received is one descriptor of a set, with its record.
@@ -191,13 +263,43 @@ type received struct {
 	meta []byte // nil when the sender attached none
 }
 
+// sessionWith checks the sender (cred, or why it is unknown) before a byte
+// is written, then runs a session. A sender closing before it said
+// anything is ErrPeerClosed, with io.EOF in the chain (ReceiveAllFrom's
+// end of the sets).
+func (c *Client) sessionWith(fc *frameConn, cred PeerCred, credErr error, cb ReceiveCallback, ready bool) (int, error) {
+	if credErr != nil {
+		credErr = fmt.Errorf("%w: cannot identify the sender: %w", ErrUnauthorized, credErr)
+	} else {
+		credErr = authorize(cred, c.Authorize)
+	}
+	if credErr != nil {
+		fc.fail(credErr)
+		return 0, credErr
+	}
+	fc.takeFds = true
+	fc.maxFds, fc.maxMeta = c.MaxFds, c.MaxMetaBytes
+	if fc.maxFds <= 0 {
+		fc.maxFds = DefaultMaxFds
+	}
+	if fc.maxMeta <= 0 {
+		fc.maxMeta = DefaultMaxMetaBytes
+	}
+	n, err := c.session(fc, cb, ready)
+	if errors.Is(err, io.EOF) && !errors.Is(err, ErrPeerClosed) {
+		err = fmt.Errorf("%w: closed before WELCOME: %w", ErrPeerClosed, io.EOF)
+	}
+	return n, err
+}
+
 // session runs one receiver session (spec section 4). It returns io.EOF
 // alone when the peer closed the connection instead of answering HELLO, so
 // that ReceiveAllFrom can tell the end of the sets from a failure.
 func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count int, err error) {
-	log := logger{c.Logger}
 	set := fc.set[:0]
 	handed := 0
+	delivered := false
+	fc.gotFds, fc.gotMeta = 0, 0
 	defer func() {
 		if err == nil {
 			return
@@ -206,45 +308,47 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 			fdpass.CloseAll([]int{r.fd})
 		}
 		fc.closeQueued()
-		if shouldTell(err) {
+		if !delivered && shouldTell(err) {
 			fc.fail(err)
-		}
-		if !errors.Is(err, io.EOF) { // io.EOF alone: the sender ended the sets
-			log.Errorf("graceful: receive: %v", err)
 		}
 	}()
 
 	fc.out = wire.AppendHello(fc.out, wire.Hello{MinVersion: wire.Version, MaxVersion: wire.Version})
 	if err := fc.write(nil); err != nil {
-		if errors.Is(err, ErrPeerClosed) {
+		if !peerGone(err) {
+			return 0, err
+		}
+		// The sender closed, and may have said why first (UNAUTHORIZED,
+		// BUSY): what it wrote is still there to read (AUTH-9).
+		f, rerr := fc.next(wire.TypesOf(wire.TypeWelcome, wire.TypeError), fc.timeout, false)
+		switch {
+		case rerr == nil && f.Header.Type == wire.TypeError:
+			return 0, peerError(f.Payload)
+		case errors.Is(rerr, io.EOF):
 			return 0, io.EOF
 		}
-		return 0, err
+		return 0, fmt.Errorf("%w: closed before WELCOME: %w", ErrPeerClosed, err)
 	}
 
-	f, err := fc.nextControl(wire.TypeWelcome, fc.timeout)
+	f, err := fc.next(wire.TypesOf(wire.TypeWelcome, wire.TypeError), fc.timeout, false)
 	if err != nil {
 		return 0, err
 	}
-	switch f.Header.Type {
-	case wire.TypeWelcome:
-		v, err := wire.ParseWelcome(f.Payload)
-		if err != nil {
-			return 0, protocolError(err)
-		}
-		if v != wire.Version {
-			return 0, fmt.Errorf("%w: sender chose version %d, we speak %d", ErrUnsupportedVersion, v, wire.Version)
-		}
-	case wire.TypeError:
+	if f.Header.Type == wire.TypeError {
 		return 0, peerError(f.Payload)
-	default:
-		return 0, fmt.Errorf("%w: %v where WELCOME was due", ErrMalformed, f.Header.Type)
+	}
+	v, err := wire.ParseWelcome(f.Payload)
+	if err != nil {
+		return 0, protocolError(err)
+	}
+	if v != wire.Version {
+		return 0, fmt.Errorf("%w: sender chose version %d, we speak %d", ErrUnsupportedVersion, v, wire.Version)
 	}
 
 	arena := fc.arena[:0] // one copy of all metadata, since the decoder reuses its buffer
 	defer func() { fc.set, fc.arena = set, arena }()
 	for {
-		f, err := fc.next(fc.timeout)
+		f, err := fc.next(wire.TypesOf(wire.TypeBatch, wire.TypeEnd, wire.TypeError), fc.timeout, true)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("%w: %d descriptors in, no END", ErrPeerClosed, len(set))
@@ -271,6 +375,7 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 			if perr != nil {
 				return 0, protocolError(perr)
 			}
+			fc.gotFds, fc.gotMeta = len(set), len(arena)
 		case wire.TypeEnd:
 			n, err := wire.ParseCount(f.Payload)
 			if err != nil {
@@ -283,19 +388,19 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 			if err := c.deliver(set, cb, &handed); err != nil {
 				return 0, err
 			}
+			delivered = true
 			fc.out = wire.AppendCount(fc.out, wire.TypeAck, n)
 			if ready {
 				fc.out = wire.AppendReady(fc.out)
 			}
-			if err := fc.write(nil); err != nil {
-				return 0, err
+			// The set is ours now: the session's deadline no longer
+			// applies, only the step's.
+			if err := fc.writeBy(nil, time.Now().Add(fc.timeout)); err != nil {
+				return int(n), fmt.Errorf("%w: %w", ErrUnconfirmed, err)
 			}
-			log.Debugf("graceful: received %d descriptors", n)
 			return int(n), nil
 		case wire.TypeError:
 			return 0, peerError(f.Payload)
-		default:
-			return 0, fmt.Errorf("%w: %v in the middle of a set", ErrMalformed, f.Header.Type)
 		}
 	}
 }

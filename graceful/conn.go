@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,31 +19,59 @@ import (
 const (
 	// DefaultTimeout bounds each blocking step: a dial, a read, a write.
 	DefaultTimeout = 10 * time.Second
-	// DefaultReadyTimeout bounds a Server's wait for READY after ACK.
-	DefaultReadyTimeout = 30 * time.Second
+	// DefaultReadyTimeout bounds a Server's wait for READY after ACK, and
+	// so how long a receiver that never says READY keeps others out.
+	DefaultReadyTimeout = 10 * time.Second
+	// DefaultMaxPending is how many connections a Server holds before
+	// their HELLO.
+	DefaultMaxPending = 64
+	// DefaultMaxFds is the most descriptors a Client takes in one set.
+	DefaultMaxFds = 16384
+	// DefaultMaxMetaBytes is the most metadata bytes, all descriptors
+	// together, a Client takes in one set.
+	DefaultMaxMetaBytes = 16 << 20
 )
+
+// sessionTimeout is the default bound of a whole session: three steps.
+func sessionTimeout(session, step time.Duration) time.Duration {
+	if session > 0 {
+		return session
+	}
+	return 3 * stepTimeout(step)
+}
+
+func stepTimeout(t time.Duration) time.Duration {
+	if t > 0 {
+		return t
+	}
+	return DefaultTimeout
+}
 
 // readSize is the least free space offered to each read: room for a full
 // batch of descriptor records without metadata, with WELCOME and END.
 const readSize = 2 << 10
 
 // transport moves a frameConn's bytes and descriptors: through Go's poller
-// on a connection the caller owns, or waiting on the thread on a socket
-// only the library uses (fdpass.Blocking), which skips the poller's park
-// and wake-up on every wait.
+// (pollerConn), or waiting on the thread on a socket only the Client uses
+// (fdpass.Blocking), which skips the poller's park and wake-up on every
+// wait. A read given no oob buffer receives no descriptors: the kernel
+// discards any that came.
 type transport interface {
 	Read(p, oob []byte, fds []int, deadline time.Time) (int, []int, error)
 	Write(data, oob []byte, deadline time.Time) error
-	PeerUID() (int, error)
 }
 
-// pollerConn is a caller's connection; its deadlines are cleared when the
-// session ends.
+// pollerConn is a connection served through Go's poller; when it is the
+// caller's, its deadlines are cleared when the session ends.
 type pollerConn struct{ c *net.UnixConn }
 
 func (p pollerConn) Read(b, oob []byte, fds []int, deadline time.Time) (int, []int, error) {
 	if err := p.c.SetReadDeadline(deadline); err != nil {
 		return 0, fds, err
+	}
+	if oob == nil {
+		n, err := p.c.Read(b)
+		return n, fds, err
 	}
 	return fdpass.Read(p.c, b, oob, fds)
 }
@@ -53,26 +83,27 @@ func (p pollerConn) Write(data, oob []byte, deadline time.Time) error {
 	return fdpass.Write(p.c, data, oob)
 }
 
-func (p pollerConn) PeerUID() (int, error) { return fdpass.PeerUID(p.c) }
-
 // frameConn reads and writes frames on one connection, with a deadline on
-// every step. Descriptors that arrive are queued in dec until a BATCH frame
-// takes them; whoever stops early must close dec.TakeFds().
+// every step and, when set, on the whole session. Descriptors that arrive
+// are queued in dec until a BATCH frame takes them; whoever stops early
+// must close dec.TakeFds(). Only a receiver's reads take descriptors.
 type frameConn struct {
 	t       transport
 	timeout time.Duration
+	session time.Time // the session's deadline; zero for none
 	dec     wire.Decoder
-	oob     []byte
-	fds     []int // scratch for each read's descriptors
+	takeFds bool   // offer room for descriptors (the receiver)
+	oob     []byte // kept for takeFds
+	fds     []int  // scratch for each read's descriptors
 	out     []byte
 	rights  []byte // scratch for each write's control message
 	// exact makes every read stop at the end of the frame being read, for a
 	// session that leaves the connection to its caller afterwards: bytes
 	// of what follows (the peer's next HELLO) must stay in the socket.
 	exact bool
-	// expect is the frame type the session waits for: an exact read asks
-	// for all of it at once when its size is fixed.
-	expect wire.Type
+	// A receiver's set so far and its limits, which judge applies to each
+	// BATCH header.
+	gotFds, gotMeta, maxFds, maxMeta int
 
 	// Scratch for the session, kept with fc in framePool: a sender's batch
 	// (recs, batchFds), a receiver's set and its metadata (recs, set, arena).
@@ -82,22 +113,19 @@ type frameConn struct {
 	arena    []byte
 }
 
-func newFrameConn(c net.Conn, timeout time.Duration) (*frameConn, error) {
+func unixConn(c net.Conn) (*net.UnixConn, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return nil, fmt.Errorf("%w: %T", ErrNotUnixConn, c)
 	}
-	return newFrameConnOn(pollerConn{uc}, timeout), nil
+	return uc, nil
 }
 
-// newFrameConnOn returns a frameConn from the pool; whoever gets one calls
+// newFrameConn returns a frameConn from the pool; whoever gets one calls
 // release when done with it.
-func newFrameConnOn(t transport, timeout time.Duration) *frameConn {
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+func newFrameConn(t transport, timeout time.Duration, session time.Time) *frameConn {
 	fc := framePool.Get().(*frameConn)
-	fc.t, fc.timeout = t, timeout
+	fc.t, fc.timeout, fc.session = t, stepTimeout(timeout), session
 	return fc
 }
 
@@ -125,14 +153,43 @@ func (fc *frameConn) release() {
 	framePool.Put(fc)
 }
 
-// next returns the next frame. It returns io.EOF alone when the peer
-// closed before sending a single byte of it.
-func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
-	deadline := time.Now().Add(timeout) // for the whole frame (TRN-8)
-	if fc.oob == nil {
-		fc.oob = make([]byte, fdpass.OOBSize)
+// deadline is the deadline of a step of timeout: the session's, when it
+// comes first.
+func (fc *frameConn) deadline(timeout time.Duration) (d time.Time, bySession bool) {
+	d = time.Now().Add(timeout)
+	if !fc.session.IsZero() && fc.session.Before(d) {
+		return fc.session, true
+	}
+	return d, false
+}
+
+// next returns the next frame, which must be of a type in allowed. With
+// judge, a BATCH header is held against the set's limits as soon as its 8
+// bytes are in, before its payload is read (FRM-4). next returns io.EOF
+// alone when the peer closed before sending a single byte of the frame.
+func (fc *frameConn) next(allowed wire.TypeSet, timeout time.Duration, judge bool) (f wire.Frame, err error) {
+	deadline, bySession := fc.deadline(timeout) // for the whole frame (TRN-8)
+	fc.dec.Expect(allowed)
+	var oob []byte
+	if fc.takeFds {
+		if fc.oob == nil {
+			fc.oob = make([]byte, fdpass.OOBSize)
+		}
+		oob = fc.oob
 	}
 	for {
+		if judge {
+			h, ok, err := fc.dec.Peek()
+			if err != nil {
+				return f, protocolError(err)
+			}
+			if ok {
+				if err := fc.judge(h); err != nil {
+					return f, err
+				}
+				judge = false
+			}
+		}
 		f, ok, err := fc.dec.Next()
 		if err != nil {
 			return f, protocolError(err)
@@ -142,30 +199,73 @@ func (fc *frameConn) next(timeout time.Duration) (f wire.Frame, err error) {
 		}
 		buf := fc.dec.Space(readSize)
 		if fc.exact {
-			n := fc.dec.Need()
-			if size, ok := wire.FixedSize(fc.expect); ok {
-				n = max(n, size-fc.dec.Buffered())
-			}
+			n := max(fc.dec.Need(), minFrameSize(allowed)-fc.dec.Buffered())
 			buf = buf[:min(n, len(buf))]
 		}
-		n, fds, err := fc.t.Read(buf, fc.oob, fc.fds[:0], deadline)
+		n, fds, err := fc.t.Read(buf, oob, fc.fds[:0], deadline)
 		fc.dec.Commit(n)
 		fc.dec.AddFds(fds)
 		fc.fds = fds
 		if err != nil {
-			return f, readError(err, fc.dec.Buffered() == 0 && fc.dec.Queued() == 0)
+			err = readError(err, fc.dec.Buffered() == 0 && fc.dec.Queued() == 0)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = timeoutError(waitedFor(allowed), timeout, bySession, err)
+			}
+			return f, err
 		}
 	}
 }
 
-// nextControl is next for frames that carry no descriptors: descriptors a
-// misbehaving peer attached to any frame are closed at once.
-func (fc *frameConn) nextControl(expect wire.Type, timeout time.Duration) (wire.Frame, error) {
-	fc.expect = expect
-	f, err := fc.next(timeout)
-	fdpass.CloseAll(f.Fds)
-	f.Fds = nil
-	return f, err
+// judge refuses a BATCH that would take the set over its limits.
+func (fc *frameConn) judge(h wire.Header) error {
+	if h.Type != wire.TypeBatch {
+		return nil
+	}
+	if n := fc.gotFds + int(h.NFds); n > fc.maxFds {
+		return fmt.Errorf("%w: set of at least %d descriptors, limit %d", ErrTooLarge, n, fc.maxFds)
+	}
+	// ParseHeader checked that the records' fixed part fits the length.
+	if n := fc.gotMeta + int(h.Length) - wire.RecordOverhead*int(h.NFds); n > fc.maxMeta {
+		return fmt.Errorf("%w: set of at least %d metadata bytes, limit %d", ErrTooLarge, n, fc.maxMeta)
+	}
+	return nil
+}
+
+// minFrameSize is the size of the shortest frame of a type in allowed, so
+// that an exact read can ask for that much at once.
+func minFrameSize(allowed wire.TypeSet) int {
+	least := wire.HeaderSize + 4 // ERROR's code and length
+	for t := wire.TypeHello; t <= wire.TypeError; t++ {
+		if allowed.Has(t) && t != wire.TypeError {
+			size, fixed := wire.FixedSize(t)
+			if !fixed {
+				size = wire.HeaderSize + wire.RecordOverhead // a BATCH of one record
+			}
+			least = min(least, size)
+		}
+	}
+	return least
+}
+
+// waitedFor names the frames a step waited for, for a timeout's text:
+// ERROR may always come, and goes unsaid.
+func waitedFor(allowed wire.TypeSet) string {
+	var names []string
+	for t := wire.TypeHello; t < wire.TypeError; t++ {
+		if allowed.Has(t) {
+			names = append(names, t.String())
+		}
+	}
+	return strings.Join(names, " or ")
+}
+
+// timeoutError says what was waited for, and which bound ran out: the
+// step's timeout or the whole session's.
+func timeoutError(what string, timeout time.Duration, bySession bool, err error) error {
+	if bySession {
+		return fmt.Errorf("no %s before the session deadline: %w", what, err)
+	}
+	return fmt.Errorf("no %s within %v: %w", what, timeout, err)
 }
 
 // readError names why a read failed. A close at a frame boundary is io.EOF;
@@ -182,15 +282,32 @@ func readError(err error, atBoundary bool) error {
 	return protocolError(err)
 }
 
-// write sends fc.out (one or more frames) with fds on its first byte, then
-// empties it.
-func (fc *frameConn) write(fds []int) error {
-	fc.rights = fdpass.AppendRights(fc.rights[:0], fds)
-	err := fc.t.Write(fc.out, fc.rights, time.Now().Add(fc.timeout))
-	fc.out = fc.out[:0]
-	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+// peerGone reports whether a write failed because the peer closed.
+func peerGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// closedError makes a write that failed because the peer closed match
+// ErrPeerClosed.
+func closedError(err error) error {
+	if peerGone(err) {
 		return fmt.Errorf("%w: %w", ErrPeerClosed, err)
 	}
+	return err
+}
+
+// write sends fc.out (one or more frames) with fds on its first byte,
+// within a step (and the session's deadline), then empties it. Its error
+// is the transport's.
+func (fc *frameConn) write(fds []int) error {
+	d, _ := fc.deadline(fc.timeout)
+	return fc.writeBy(fds, d)
+}
+
+func (fc *frameConn) writeBy(fds []int, deadline time.Time) error {
+	fc.rights = fdpass.AppendRights(fc.rights[:0], fds)
+	err := fc.t.Write(fc.out, fc.rights, deadline)
+	fc.out = fc.out[:0]
 	return err
 }
 
@@ -198,7 +315,7 @@ func (fc *frameConn) write(fds []int) error {
 // is what matters; a failure to say it is not reported.
 func (fc *frameConn) fail(err error) {
 	fc.out = wire.AppendError(fc.out[:0], wire.ErrorFrame{Code: codeOf(err), Message: err.Error()})
-	fc.write(nil)
+	fc.writeBy(nil, time.Now().Add(fc.timeout))
 }
 
 // closeQueued closes descriptors received but never assigned to a frame.

@@ -4,56 +4,118 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
-// Errors returned by this package, always wrapped with detail: test them
-// with errors.Is.
+// Errors of this package. The exported functions and Server.Done return
+// them inside an *OpError, with detail: test them with errors.Is.
 var (
 	// ErrNoServer means nothing listens at the address: usually the first
 	// start of a service, not a failure.
-	ErrNoServer = errors.New("graceful: nothing is listening at the address")
+	ErrNoServer = errors.New("nothing is listening at the address")
 	// ErrPeerClosed means the peer closed the connection before the set
 	// was complete.
-	ErrPeerClosed = errors.New("graceful: peer closed before the set was complete")
-	// ErrUnauthorized means the peer may not take the descriptors.
-	ErrUnauthorized = errors.New("graceful: peer not authorised")
-	// ErrMetaTooLarge means metadata is over wire.MaxMetaSize bytes. It is
-	// never truncated.
-	ErrMetaTooLarge = errors.New("graceful: metadata too large")
+	ErrPeerClosed = errors.New("peer closed before the set was complete")
+	// ErrUnauthorized means the peer may not take the descriptors, or, to a
+	// receiver, that the sender may not give them: the set was not offered.
+	ErrUnauthorized = errors.New("peer not authorised")
+	// ErrTooLarge means a length, or a set, is over its limit: a frame over
+	// wire.MaxPayload bytes, a set over Client.MaxFds descriptors or
+	// Client.MaxMetaBytes bytes of metadata. Nothing is truncated.
+	ErrTooLarge = errors.New("too large")
+	// ErrMetaTooLarge means the metadata of one descriptor is over
+	// wire.MaxMetaSize bytes. It is never truncated. It matches ErrTooLarge.
+	ErrMetaTooLarge = fmt.Errorf("metadata %w", ErrTooLarge)
 	// ErrUnsupportedVersion means the two sides share no protocol version.
-	ErrUnsupportedVersion = errors.New("graceful: protocol version not supported")
+	ErrUnsupportedVersion = errors.New("protocol version not supported")
 	// ErrTruncated means the kernel truncated the control data (MSG_CTRUNC):
 	// descriptors were lost in transit, for example at the open-file limit.
-	ErrTruncated = errors.New("graceful: truncated control data")
+	ErrTruncated = errors.New("truncated control data")
 	// ErrMalformed means the peer broke the protocol.
-	ErrMalformed = errors.New("graceful: malformed message")
+	ErrMalformed = errors.New("malformed message")
 	// ErrRejected means the receiver's callback refused a descriptor.
-	ErrRejected = errors.New("graceful: receiver rejected the set")
+	ErrRejected = errors.New("receiver rejected the set")
 	// ErrSenderFailed means the sender could not send its whole set.
-	ErrSenderFailed = errors.New("graceful: sender failed")
-	// ErrBusy means the sender is handing its set to another receiver.
-	ErrBusy = errors.New("graceful: sender busy with another receiver")
+	ErrSenderFailed = errors.New("sender failed")
+	// ErrBusy means the sender is handing its set to another receiver: the
+	// set was not offered. Receive asks again by itself.
+	ErrBusy = errors.New("sender busy with another receiver")
 	// ErrNotReady means the receiver took the set but closed the connection
-	// without saying it was ready.
-	ErrNotReady = errors.New("graceful: receiver did not signal ready")
+	// without saying it was ready, or did not say it in time.
+	ErrNotReady = errors.New("receiver did not signal ready")
+	// ErrUnconfirmed means every descriptor of the set reached the
+	// callback, but the sender may not have heard the acknowledgement (or
+	// READY): the set is the caller's, and the sender may still think it
+	// holds it. It never matches ErrPeerClosed.
+	ErrUnconfirmed = errors.New("set delivered, its acknowledgement unconfirmed")
+	// ErrAddrInUse means Listen found something at the address that is not
+	// a stale socket (a file, a directory, a socket a server answers on),
+	// and left it alone.
+	ErrAddrInUse = errors.New("address in use")
 	// ErrNotUnixConn means a connection given to this package is not a
 	// *net.UnixConn.
-	ErrNotUnixConn = errors.New("graceful: not a unix connection")
+	ErrNotUnixConn = errors.New("not a unix connection")
 	// ErrNotFiler means a value to send does not expose its descriptor
 	// (it does not implement syscall.Conn).
-	ErrNotFiler = errors.New("graceful: value has no descriptor")
-	// ErrServerClosed is returned by Serve after Close.
+	ErrNotFiler = errors.New("value has no descriptor")
+	// ErrServerClosed is returned, alone, by Serve and ListenAndServe after
+	// Close.
 	ErrServerClosed = errors.New("graceful: server closed")
 )
+
+// OpError is the error of an exported function of this package, and of a
+// session given to Server.Done: the operation, the socket address it ran
+// on, and the cause, which matches the package's sentinel errors with
+// errors.Is (and os.ErrDeadlineExceeded when a deadline passed).
+type OpError struct {
+	// Op is the operation: "receive", "dial", "listen", "serve", "send",
+	// "ready", "read metadata".
+	Op string
+	// Addr is the unix socket address (a path or "@name"), or the peer's
+	// address on a connection of the caller's; empty when there is none.
+	Addr string
+	// Err is the cause.
+	Err error
+}
+
+func (e *OpError) Error() string {
+	s := "graceful: " + e.Op
+	if e.Addr != "" {
+		s += " " + e.Addr
+	}
+	return s + ": " + e.Err.Error()
+}
+
+func (e *OpError) Unwrap() error { return e.Err }
+
+// Timeout reports whether a deadline passed, as net.Error's Timeout does.
+func (e *OpError) Timeout() bool { return errors.Is(e.Err, os.ErrDeadlineExceeded) }
+
+// Temporary is false: nothing in this package is retried by waiting.
+// It is here for net.Error.
+func (e *OpError) Temporary() bool { return false }
+
+// opError wraps err once, at the exported edge; nil stays nil.
+func opError(op, addr string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var oe *OpError
+	if errors.As(err, &oe) {
+		return err
+	}
+	return &OpError{Op: op, Addr: addr, Err: err}
+}
 
 var codeErrors = map[wire.Code]error{
 	wire.CodeMalformed:          ErrMalformed,
 	wire.CodeUnsupportedVersion: ErrUnsupportedVersion,
 	wire.CodeUnauthorized:       ErrUnauthorized,
-	wire.CodeTooLarge:           ErrMetaTooLarge,
+	wire.CodeTooLarge:           ErrTooLarge,
 	wire.CodeTruncated:          ErrTruncated,
 	wire.CodeRejected:           ErrRejected,
 	wire.CodeSenderFailed:       ErrSenderFailed,
@@ -63,10 +125,16 @@ var codeErrors = map[wire.Code]error{
 
 // remoteError is an ERROR frame the peer sent. It matches the sentinel of
 // its code; it is never answered with an ERROR of our own.
-type remoteError struct{ err error }
+type remoteError struct {
+	sentinel error
+	code     wire.Code
+	message  string
+}
 
-func (e remoteError) Error() string { return e.err.Error() }
-func (e remoteError) Unwrap() error { return e.err }
+func (e remoteError) Error() string {
+	return fmt.Sprintf("%v: peer sent %v: %q", e.sentinel, e.code, e.message)
+}
+func (e remoteError) Unwrap() error { return e.sentinel }
 
 // peerError turns an ERROR frame's payload into an error matching its
 // sentinel.
@@ -79,7 +147,7 @@ func peerError(payload []byte) error {
 	if !ok {
 		sentinel = ErrMalformed
 	}
-	return remoteError{fmt.Errorf("%w: peer sent %v: %q", sentinel, e.Code, e.Message)}
+	return remoteError{sentinel: sentinel, code: e.Code, message: e.Message}
 }
 
 // shouldTell reports whether the peer needs an ERROR frame to learn that
@@ -98,7 +166,7 @@ func codeOf(err error) wire.Code {
 		return wire.CodeRejected
 	case errors.Is(err, ErrTruncated):
 		return wire.CodeTruncated
-	case errors.Is(err, ErrMetaTooLarge), errors.Is(err, wire.ErrTooLarge):
+	case errors.Is(err, ErrTooLarge):
 		return wire.CodeTooLarge
 	case errors.Is(err, ErrUnsupportedVersion):
 		return wire.CodeUnsupportedVersion
@@ -110,15 +178,22 @@ func codeOf(err error) wire.Code {
 	return wire.CodeMalformed
 }
 
-// protocolError maps the codec's and syscall layer's errors to ours.
+// protocolError maps the codec's and syscall layer's errors to ours: the
+// package's sentinel in front of the codec's detail, which names the rule
+// or the limit broken.
 func protocolError(err error) error {
-	switch {
-	case errors.Is(err, wire.ErrTooLarge):
-		return fmt.Errorf("%w: %w", ErrMetaTooLarge, err)
-	case errors.Is(err, wire.ErrMalformed):
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
-	case errors.Is(err, fdpass.ErrTruncated):
-		return fmt.Errorf("%w: %w", ErrTruncated, err)
+	for _, m := range []struct{ from, to error }{
+		{wire.ErrTooLarge, ErrTooLarge},
+		{wire.ErrMalformed, ErrMalformed},
+		{fdpass.ErrTruncated, ErrTruncated},
+	} {
+		if errors.Is(err, m.from) {
+			detail := strings.TrimPrefix(strings.TrimPrefix(err.Error(), m.from.Error()), ": ")
+			if detail == "" {
+				return m.to
+			}
+			return fmt.Errorf("%w: %s", m.to, detail)
+		}
 	}
 	return err
 }

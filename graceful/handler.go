@@ -111,3 +111,10 @@ func isSocket(fd int) bool {
 	k, err := fdpass.Kind(fd)
 	return err == nil && k != KindFile
 }
+
+// KindOf reports what the kernel says fd is: KindFile for anything that is
+// not a socket, KindListener for a listening stream socket, KindStream for
+// another stream socket, KindPacket for a datagram socket. A
+// ReceiveCallback can tell a listener from a file with it, whatever the
+// sender's metadata says.
+func KindOf(fd int) (Kind, error) { return fdpass.Kind(fd) }

@@ -25,18 +25,25 @@ func (m Meta) WriteTo(w io.Writer) (int64, error) {
 
 // ReadFrom reads an encoded Meta from r until EOF, and adds its pairs to m
 // (allocating m when it is nil). Nothing is added when the encoding is
-// wrong. It reads at most wire.MaxMetaSize bytes.
+// wrong. It reads at most wire.MaxMetaSize bytes. A nil r (a descriptor
+// sent without metadata) adds nothing.
 func (m *Meta) ReadFrom(r io.Reader) (int64, error) {
+	if r == nil {
+		if *m == nil {
+			*m = Meta{}
+		}
+		return 0, nil
+	}
 	b, err := io.ReadAll(io.LimitReader(r, wire.MaxMetaSize+1))
 	if err != nil {
-		return int64(len(b)), err
+		return int64(len(b)), opError("read metadata", "", err)
 	}
 	if len(b) > wire.MaxMetaSize {
-		return int64(len(b)), fmt.Errorf("%w: more than %d bytes", ErrMetaTooLarge, wire.MaxMetaSize)
+		return int64(len(b)), opError("read metadata", "", fmt.Errorf("%w: more than %d bytes", ErrMetaTooLarge, wire.MaxMetaSize))
 	}
 	got, err := wire.ParseMeta(b)
 	if err != nil {
-		return int64(len(b)), protocolError(err)
+		return int64(len(b)), opError("read metadata", "", protocolError(err))
 	}
 	if *m == nil {
 		*m = make(Meta, len(got))
@@ -51,9 +58,6 @@ func (m *Meta) ReadFrom(r io.Reader) (int64, error) {
 // empty Meta.
 func MetaFrom(r io.Reader) (Meta, error) {
 	m := Meta{}
-	if r == nil {
-		return m, nil
-	}
 	_, err := m.ReadFrom(r)
 	return m, err
 }

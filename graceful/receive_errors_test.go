@@ -91,7 +91,7 @@ var _ = Describe("a receiver facing a broken sender", func() {
 			b := wire.AppendBatch(wire.AppendWelcome(nil, 1), records(1))
 			p.send(append(b, 99, 0, 0, 0, 0, 0, 0, 0), pipeFds(1)...)
 		}),
-		Entry("a frame over the length limit, refused before its payload", graceful.ErrMetaTooLarge, wire.CodeTooLarge, func(p *rawPeer) {
+		Entry("a frame over the length limit, refused before its payload", graceful.ErrTooLarge, wire.CodeTooLarge, func(p *rawPeer) {
 			b := wire.AppendBatch(wire.AppendWelcome(nil, 1), records(1))
 			h := wire.AppendHeader(nil, wire.Header{Type: wire.TypeBatch, NFds: 1, Length: wire.MaxPayload + 1})
 			p.send(append(b, h...), pipeFds(2)...)

@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"syscall"
 	"time"
 
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
@@ -42,7 +44,7 @@ type ResponseWriter interface {
 type senderConfig struct {
 	timeout      time.Duration
 	readyTimeout time.Duration // < 0: do not wait for READY
-	authorize    func(uid int) error
+	session      time.Time     // the whole session's deadline
 	log          logger
 	busy         func() bool // reports whether another session holds the set
 	exact        bool        // read no byte past the session (see frameConn)
@@ -114,7 +116,7 @@ func (s *sender) flush() error {
 		s.fc.out = wire.AppendBatch(s.fc.out, s.recs)
 	}
 	if err := s.fc.write(s.fds); err != nil {
-		return s.stop(fmt.Errorf("%w: %w", ErrSenderFailed, err))
+		return s.stop(writeError(err))
 	}
 	s.recs, s.fds, s.payload = s.recs[:0], s.fds[:0], 0
 	return nil
@@ -130,48 +132,104 @@ func (s *sender) finish() error {
 	}
 	s.fc.out = wire.AppendCount(s.fc.out, wire.TypeEnd, s.count)
 	if err := s.fc.write(s.fds); err != nil {
-		return s.stop(fmt.Errorf("%w: %w", ErrSenderFailed, err))
+		return s.stop(writeError(err))
 	}
 	return nil
 }
 
-// serveSession runs one sender session on conn (spec section 4): HELLO,
-// checks, WELCOME, the descriptors that fill writes, END, ACK and, when
-// asked, READY. It returns nil only when the receiver acknowledged the whole
-// set (and said ready when waited for).
-func serveSession(conn net.Conn, t transport, cfg senderConfig, fill func(net.Conn, ResponseWriter)) (err error) {
-	fc := newFrameConnOn(t, cfg.timeout)
+// writeError says why a write of the set failed.
+func writeError(err error) error {
+	if errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("%w: the receiver's socket refuses descriptors (SO_PASSRIGHTS is off): %w", ErrSenderFailed, err)
+	}
+	return fmt.Errorf("%w: %w", ErrSenderFailed, closedError(err))
+}
+
+// readHello reads the receiver's first frame on c, header first, into
+// buffers of a HELLO's size: a frame of another type, or over its length,
+// is refused from its header, before a byte of its payload is read
+// (FRM-3, FRM-4). An ERROR frame (a receiver that refuses this sender) is
+// read whole and returned as the peer's error. The read offers no room
+// for descriptors: the kernel discards any that come (SND-9). It returns
+// io.EOF alone when the peer closed before sending a byte.
+func readHello(c *net.UnixConn, timeout time.Duration, deadline time.Time, bySession bool) (wire.Hello, error) {
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return wire.Hello{}, err
+	}
+	fail := func(err error, started bool) (wire.Hello, error) {
+		switch {
+		case errors.Is(err, io.EOF) && !started, errors.Is(err, syscall.ECONNRESET) && !started:
+			return wire.Hello{}, io.EOF
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+			return wire.Hello{}, fmt.Errorf("%w: closed inside HELLO", ErrPeerClosed)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return wire.Hello{}, timeoutError("HELLO", timeout, bySession, err)
+		}
+		return wire.Hello{}, err
+	}
+	var hdr [wire.HeaderSize]byte
+	if n, err := io.ReadFull(c, hdr[:]); err != nil {
+		return fail(err, n > 0)
+	}
+	h, err := wire.ParseHeaderIn(hdr[:], wire.TypesOf(wire.TypeHello, wire.TypeError))
+	if err != nil {
+		return wire.Hello{}, protocolError(err)
+	}
+	if h.Type == wire.TypeError {
+		payload := make([]byte, h.Length) // at most 4 + wire.MaxErrorText
+		if _, err := io.ReadFull(c, payload); err != nil {
+			return fail(err, true)
+		}
+		return wire.Hello{}, peerError(payload)
+	}
+	var payload [12]byte // ParseHeaderIn checked HELLO's length
+	if _, err := io.ReadFull(c, payload[:]); err != nil {
+		return fail(err, true)
+	}
+	hello, err := wire.ParseHello(payload[:])
+	if err != nil {
+		return wire.Hello{}, protocolError(err)
+	}
+	return hello, nil
+}
+
+// tell writes one ERROR frame saying why the session ends, when the peer
+// needs to hear it, without a frameConn: before HELLO, nothing else is
+// written. A failure to say it is not reported.
+func tell(c *net.UnixConn, err error, timeout time.Duration) {
+	if !shouldTell(err) {
+		return
+	}
+	c.SetWriteDeadline(time.Now().Add(timeout))
+	fdpass.Write(c, wire.AppendError(nil, wire.ErrorFrame{Code: codeOf(err), Message: err.Error()}), nil)
+}
+
+// offer runs a sender session on conn from the receiver's HELLO, which it
+// has read (spec section 4): the version, then BUSY, WELCOME, the
+// descriptors that fill writes, END, ACK and, when asked, READY. It returns
+// nil only when the receiver acknowledged the whole set (and said ready
+// when waited for).
+func offer(conn *net.UnixConn, hello wire.Hello, cfg senderConfig, fill func(net.Conn, ResponseWriter)) (err error) {
+	if hello.MinVersion > wire.Version || hello.MaxVersion < wire.Version || hello.MinVersion > hello.MaxVersion {
+		err := fmt.Errorf("%w: receiver speaks %d to %d, this sender speaks %d to %d",
+			ErrUnsupportedVersion, hello.MinVersion, hello.MaxVersion, wire.Version, wire.Version)
+		tell(conn, err, stepTimeout(cfg.timeout))
+		return err
+	}
+	if cfg.busy != nil && cfg.busy() {
+		tell(conn, ErrBusy, stepTimeout(cfg.timeout))
+		return ErrBusy
+	}
+
+	fc := newFrameConn(pollerConn{conn}, cfg.timeout, cfg.session)
 	defer fc.release()
 	fc.exact = cfg.exact
-	defer fc.clearDeadlines()
 	defer func() {
-		fc.closeQueued() // a receiver sends no descriptors: close any it did
+		fc.closeQueued() // none can come (reads offer no room), but never keep any
 		if err != nil && shouldTell(err) {
 			fc.fail(err)
 		}
 	}()
-
-	f, err := fc.nextControl(wire.TypeHello, fc.timeout)
-	if err != nil {
-		return stepError("HELLO", fc.timeout, err)
-	}
-	if f.Header.Type != wire.TypeHello {
-		return fmt.Errorf("%w: %v where HELLO was due", ErrMalformed, f.Header.Type)
-	}
-	hello, err := wire.ParseHello(f.Payload)
-	if err != nil {
-		return protocolError(err)
-	}
-	if err := authorize(t, cfg.authorize); err != nil {
-		return err
-	}
-	if hello.MinVersion > wire.Version || hello.MaxVersion < wire.Version || hello.MinVersion > hello.MaxVersion {
-		return fmt.Errorf("%w: receiver speaks %d to %d, this sender speaks %d to %d",
-			ErrUnsupportedVersion, hello.MinVersion, hello.MaxVersion, wire.Version, wire.Version)
-	}
-	if cfg.busy != nil && cfg.busy() {
-		return fmt.Errorf("%w", ErrBusy)
-	}
 
 	s := &sender{logger: cfg.log, fc: fc, meta: limitedBuffer{limit: wire.MaxMetaSize}, recs: fc.recs[:0], fds: fc.batchFds[:0]}
 	fc.out = wire.AppendWelcome(fc.out, wire.Version)
@@ -187,70 +245,39 @@ func serveSession(conn net.Conn, t transport, cfg senderConfig, fill func(net.Co
 		return err
 	}
 
-	f, err = fc.nextControl(wire.TypeAck, fc.timeout)
+	f, err := fc.next(wire.TypesOf(wire.TypeAck, wire.TypeError), fc.timeout, false)
 	if err != nil {
-		return stepError("ACK", fc.timeout, err)
+		return closedBefore("ACK", err)
 	}
-	switch f.Header.Type {
-	case wire.TypeAck:
-		n, err := wire.ParseCount(f.Payload)
-		if err != nil {
-			return protocolError(err)
-		}
-		if n != s.count {
-			return fmt.Errorf("%w: ACK for %d descriptors, %d sent", ErrMalformed, n, s.count)
-		}
-	case wire.TypeError:
+	if f.Header.Type == wire.TypeError {
 		return peerError(f.Payload)
-	default:
-		return fmt.Errorf("%w: %v where ACK was due", ErrMalformed, f.Header.Type)
+	}
+	n, err := wire.ParseCount(f.Payload)
+	if err != nil {
+		return protocolError(err)
+	}
+	if n != s.count {
+		return fmt.Errorf("%w: ACK for %d descriptors, %d sent", ErrMalformed, n, s.count)
 	}
 	cfg.log.Debugf("graceful: receiver acknowledged %d descriptors", s.count)
 	if cfg.readyTimeout < 0 {
 		return nil
 	}
 
-	f, err = fc.nextControl(wire.TypeReady, cfg.readyTimeout)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrNotReady, stepError("READY", cfg.readyTimeout, err))
-	}
-	if f.Header.Type != wire.TypeReady {
-		return fmt.Errorf("%w: %v where READY was due", ErrNotReady, f.Header.Type)
+	f, err = fc.next(wire.TypesOf(wire.TypeReady, wire.TypeError), cfg.readyTimeout, false)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrNotReady, closedBefore("READY", err))
+	case f.Header.Type == wire.TypeError:
+		return fmt.Errorf("%w: %w", ErrNotReady, peerError(f.Payload))
 	}
 	return nil
 }
 
-// stepError says which frame the sender was waiting for when the peer went
-// away or the deadline passed.
-func stepError(frame string, timeout time.Duration, err error) error {
-	switch {
-	case errors.Is(err, io.EOF) && frame == "HELLO":
-		// io.EOF stays in the chain: a close between sessions is how a
-		// receiver says it wants no more (ServeConn).
-		return fmt.Errorf("%w: closed before HELLO: %w", ErrPeerClosed, io.EOF)
-	case errors.Is(err, io.EOF):
+// closedBefore names the frame the sender waited for when the peer closed.
+func closedBefore(frame string, err error) error {
+	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("%w: closed before %s", ErrPeerClosed, frame)
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Errorf("no %s within %v: %w", frame, timeout, err)
 	}
 	return err
-}
-
-// authorize applies the user's policy, or by default requires the peer to
-// run as our effective user (AUTH-1).
-func authorize(t transport, policy func(uid int) error) error {
-	uid, err := t.PeerUID()
-	if err != nil {
-		return fmt.Errorf("%w: cannot identify the peer: %w", ErrUnauthorized, err)
-	}
-	if policy != nil {
-		if err := policy(uid); err != nil {
-			return fmt.Errorf("%w: uid %d: %w", ErrUnauthorized, uid, err)
-		}
-		return nil
-	}
-	if me := os.Geteuid(); uid != me {
-		return fmt.Errorf("%w: peer runs as uid %d, this process as %d", ErrUnauthorized, uid, me)
-	}
-	return nil
 }

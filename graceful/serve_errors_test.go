@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
 	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
@@ -122,16 +124,15 @@ var _ = Describe("a sender facing a broken or unwelcome receiver", func() {
 
 	Context("with a policy that refuses the peer", func() {
 		BeforeEach(func() {
-			srv.Authorize = func(uid int) error {
-				if uid == os.Geteuid() {
+			srv.Authorize = func(c graceful.PeerCred) error {
+				if c.UID == os.Geteuid() {
 					return errors.New("not today")
 				}
 				return nil
 			}
 		})
-		It("refuses it with UNAUTHORIZED and sends nothing", func() {
+		It("refuses it with UNAUTHORIZED at once, without waiting for its HELLO, and sends nothing", func() {
 			p := dialRaw(addr)
-			p.send(hello())
 			p.expectError(wire.CodeUnauthorized)
 			p.expectClosed()
 			Eventually(done).Should(Receive(MatchError(graceful.ErrUnauthorized)))
@@ -186,11 +187,20 @@ var _ = Describe("a sender facing a broken or unwelcome receiver", func() {
 		Eventually(done).Should(Receive(MatchError(graceful.ErrRejected)))
 	})
 
-	It("closes descriptors a receiver sends it", func() {
+	It("takes no descriptor a receiver sends it: the kernel refuses them (SO_PASSRIGHTS), or they are discarded unread", func() {
 		p := dialRaw(addr)
-		p.send(wire.AppendBatch(nil, records(3)), pipeFds(3)...)
+		base := fdCount()
+		p.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		err := fdpass.Write(p.c, wire.AppendBatch(nil, records(3)), fdpass.AppendRights(nil, pipeFds(3)))
+		if errors.Is(err, syscall.EPERM) {
+			By("the kernel refused the descriptors: the frame goes without them")
+			p.send(wire.AppendBatch(nil, records(3)))
+		} else {
+			Expect(err).NotTo(HaveOccurred())
+		}
 		p.expectError(wire.CodeMalformed)
 		Eventually(done).Should(Receive(MatchError(graceful.ErrMalformed)))
+		Expect(fdCount()).To(BeNumerically("<=", base+6), "only the pipes made here")
 	})
 
 	It("answers a second receiver with BUSY while a session runs", func() {

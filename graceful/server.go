@@ -1,187 +1,376 @@
 package graceful
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
+	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
 // Server offers its descriptors to receivers that connect to it: for each
 // connection it runs one session, in which Handler writes the descriptors.
-// One session runs at a time; a receiver that connects meanwhile is told
-// the server is busy.
+// One session runs at a time; a receiver that says HELLO meanwhile is told
+// the server is busy (ErrBusy), at once, whatever the Handler is doing.
+//
+// Each connection is served on a goroutine of its own, through package
+// net: a connection that waits costs a goroutine parked in Go's poller and
+// a few hundred bytes, never an OS thread. The peer's credentials are
+// checked right after accept, before a byte is read; a refused peer is
+// answered ERROR UNAUTHORIZED and closed. Until its HELLO is in, a
+// connection holds only a 20-byte buffer, and at most MaxPending such
+// connections are kept: the one waiting longest is closed when another
+// arrives.
 //
 // Its zero value, with a Handler, is ready to use.
 type Server struct {
 	// Handler writes the descriptors of every session.
 	Handler Handler
-	// Timeout bounds each blocking step of a session. Zero means
-	// DefaultTimeout.
+	// Timeout bounds each blocking step of a session: the wait for HELLO
+	// and for ACK, each write. Zero means DefaultTimeout.
 	Timeout time.Duration
-	// ReadyTimeout bounds the wait for the receiver's READY after its ACK.
-	// Zero means DefaultReadyTimeout; a negative value means the server does
+	// SessionTimeout bounds a whole session, from accept to READY (or to
+	// ACK when ReadyTimeout is negative), whatever each step takes. Zero
+	// means three times Timeout (30 s by default). It also cuts the wait
+	// for READY short: raise it with ReadyTimeout.
+	SessionTimeout time.Duration
+	// ReadyTimeout bounds the wait for the receiver's READY after its ACK:
+	// meanwhile, other receivers are told BUSY. Zero means
+	// DefaultReadyTimeout (10 s); a negative value means the server does
 	// not wait, and a session succeeds on ACK.
 	ReadyTimeout time.Duration
-	// Authorize decides whether the peer, running as uid, may take the
-	// descriptors. Nil means the peer must run as this process's effective
-	// user.
-	Authorize func(uid int) error
-	// Logger receives the server's messages: a *slog.Logger, or a value
-	// with some of Debugf, Infof, Errorf. Nil means no logging.
-	Logger any
-	// Done, when set, is called at the end of every session: with nil when
-	// the receiver acknowledged the whole set and said it was ready (or
-	// acknowledged it, when ReadyTimeout is negative), otherwise with the
-	// reason. It runs on the session's goroutine, after the Server has
-	// closed the connection if it accepted it (ServeConn leaves yours open).
+	// Authorize decides whether the peer may take the descriptors. Nil
+	// means the peer must run as this process's effective user. A peer
+	// whose uid or gid is the kernel's overflow id (an unmapped user of
+	// another user namespace, usually 65534) is refused before Authorize
+	// is asked.
+	Authorize func(PeerCred) error
+	// MaxPending bounds the connections accepted whose HELLO is not in yet.
+	// When another arrives, the one waiting longest is closed. Zero means
+	// DefaultMaxPending (64).
+	MaxPending int
+	// Logger receives the server's messages; nil means no logging (see
+	// NewSlogLogger for loggers with Debugf, Infof, Errorf). A session
+	// that fails is logged once, at error level; a receiver turned away
+	// as BUSY at debug level. Connections that fail before their HELLO (a
+	// refused peer, one that never speaks) write at most one line a
+	// second, counting those not written; Close writes the last count.
+	Logger *slog.Logger
+	// Done, when set, is called at the end of every connection the Server
+	// served, with nil when the receiver acknowledged the whole set and
+	// said it was ready (or acknowledged it, when ReadyTimeout is
+	// negative), otherwise with the reason, an *OpError. An error matching
+	// ErrBusy or ErrUnauthorized means the set was not offered: the
+	// receiver was turned away. A connection closed by its peer before
+	// its first byte (such as Listen's check for a live server) is not a
+	// session: Done is not called for it.
+	//
+	// Done runs on the connection's goroutine, once the Server has closed
+	// a connection it accepted (ServeConn leaves yours open), and once the
+	// session no longer counts as running: it may call Close, which then
+	// does not wait for it. It may still be running when Close returns.
 	Done func(err error)
 
 	mu       sync.Mutex
 	closed   bool
+	quit     chan struct{} // closed by Close
 	busy     bool
 	ln       net.Listener
-	conns    map[net.Conn]bool
+	addr     string
+	conns    map[*accepted]struct{}
+	pending  list.List // of *accepted whose HELLO is not in, oldest first
 	sessions sync.WaitGroup
+	flood    floodLog
 }
 
-// ListenAndServe serves the Handler h on the unix socket at addr.
+// accepted is a connection the Server accepted. Its fields other than c
+// and start are guarded by the Server's mu.
+type accepted struct {
+	c       net.Conn
+	start   time.Time
+	peer    any           // its credentials, once known, for the log
+	elem    *list.Element // in pending, until the HELLO is in
+	waiting bool          // its goroutine waits for the HELLO
+	evicted bool          // closed to make room (MaxPending)
+}
+
+// ListenAndServe serves the Handler h on the unix socket at addr, with a
+// Server's defaults.
 func ListenAndServe(addr string, h Handler) error {
 	s := &Server{Handler: h}
 	return s.ListenAndServe(addr)
 }
 
-// Serve serves the Handler h on ln.
+// Serve serves the Handler h on ln, with a Server's defaults.
 func Serve(ln net.Listener, h Handler) error {
 	s := &Server{Handler: h}
 	return s.Serve(ln)
 }
 
-// ListenAndServe creates the unix socket at addr and serves on it until
-// Close. The socket file has mode 0600 from the first moment it can be
-// reached, and atomically replaces whatever socket file was at addr: a new
-// generation can listen while the old one still serves its own copy.
+// ListenAndServe creates the unix socket at addr, as Listen does, and
+// serves on it until Close. While a live server answers at addr (the
+// previous generation, still closing its own Server), it tries again for
+// up to Timeout before it gives up with ErrAddrInUse.
 func (s *Server) ListenAndServe(addr string) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrServerClosed
+	deadline := time.Now().Add(stepTimeout(s.Timeout))
+	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
+		ln, err := listen(addr)
+		if err == nil {
+			return s.serve(ln, addr)
+		}
+		if !errors.Is(err, errLive) || time.Now().Add(pause).After(deadline) {
+			return opError("listen", addr, err)
+		}
+		select {
+		case <-s.quitCh():
+			return ErrServerClosed
+		case <-time.After(pause):
+		}
 	}
-	ln, err := Listen(addr)
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	s.ln = ln
-	s.mu.Unlock()
-	return s.accept(ln)
 }
 
 // Serve accepts receivers on ln until Close, and closes ln then. It
-// returns ErrServerClosed after Close.
+// returns ErrServerClosed after Close. On a unix listener it turns
+// descriptor passing off (SO_PASSRIGHTS, Linux 6.16 and later), so that no
+// peer can push descriptors into this process; a Server never reads
+// descriptors in any case.
 func (s *Server) Serve(ln net.Listener) error {
+	if sc, ok := ln.(syscall.Conn); ok {
+		fdpass.SetPassRights(sc, false) // best effort: reads take none anyway
+	}
+	return s.serve(ln, ln.Addr().String())
+}
+
+func (s *Server) serve(ln net.Listener, addr string) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
 	}
-	s.ln = ln
+	s.ln, s.addr = ln, addr
 	s.mu.Unlock()
-	return s.accept(ln)
-}
-
-func (s *Server) accept(ln net.Listener) error {
-	if handled, err := s.serveFast(ln); handled {
-		return err
-	}
 	log := logger{s.Logger}
+	pause := time.Duration(0)
 	for {
-		conn, err := ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			if s.isClosed() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
 			if isTemporary(err) {
-				log.Errorf("graceful: accept: %v; retrying", err)
-				time.Sleep(10 * time.Millisecond)
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				s.flood.note(log, "graceful: accept failed; retrying", "addr", addr, "err", err, "pause", pause)
+				time.Sleep(pause)
 				continue
 			}
-			return err
+			return opError("serve", addr, err)
 		}
-		if !s.track(conn) {
-			conn.Close()
+		pause = 0
+		ac := &accepted{c: c, start: time.Now()}
+		if !s.admit(ac) {
+			c.Close()
 			return ErrServerClosed
 		}
-		go s.serveConn(conn)
+		go s.serveAccepted(ac)
 	}
 }
 
-// Close stops accepting, ends sessions in progress and waits for them.
-// Calling it again does nothing.
+// admit counts ac as running and pending, closing the connection that has
+// waited longest for its HELLO when there are MaxPending. It reports false
+// after Close.
+func (s *Server) admit(ac *accepted) bool {
+	limit := s.maxPending()
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return false
+		}
+		if s.pending.Len() >= limit {
+			if !s.evictOldest() {
+				// Every pending connection is still to be looked at by its
+				// goroutine: let them run rather than close one that may
+				// hold a HELLO already.
+				s.mu.Unlock()
+				runtime.Gosched()
+				continue
+			}
+		}
+		if s.conns == nil {
+			s.conns = make(map[*accepted]struct{})
+		}
+		s.conns[ac] = struct{}{}
+		ac.elem = s.pending.PushBack(ac)
+		s.sessions.Add(1)
+		s.mu.Unlock()
+		return true
+	}
+}
+
+func (s *Server) maxPending() int {
+	if s.MaxPending > 0 {
+		return s.MaxPending
+	}
+	return DefaultMaxPending
+}
+
+// evictOldest shuts down the oldest pending connection whose goroutine
+// waits for its HELLO, and reports whether there was one. s.mu is held.
+func (s *Server) evictOldest() bool {
+	for e := s.pending.Front(); e != nil; e = e.Next() {
+		ac := e.Value.(*accepted)
+		if ac.waiting {
+			ac.evicted = true
+			s.unpend(ac)
+			shutdown(ac.c)
+			return true
+		}
+	}
+	return false
+}
+
+// unpend takes ac out of the pending list. s.mu is held.
+func (s *Server) unpend(ac *accepted) {
+	if ac.elem != nil {
+		s.pending.Remove(ac.elem)
+		ac.elem = nil
+	}
+}
+
+// serveAccepted serves one accepted connection, closes it, and reports.
+func (s *Server) serveAccepted(ac *accepted) {
+	claimed, err := s.serveConn(ac)
+	s.mu.Lock()
+	s.unpend(ac)
+	delete(s.conns, ac)
+	s.mu.Unlock()
+	ac.c.Close()
+	s.sessions.Done()
+	s.report(ac.peer, err, claimed)
+}
+
+// serveConn runs the session of an accepted connection: credentials first,
+// then HELLO, then the set. claimed reports whether it held the set (and
+// others were told BUSY).
+func (s *Server) serveConn(ac *accepted) (claimed bool, err error) {
+	c, err := unixConn(ac.c)
+	if err != nil {
+		return false, err
+	}
+	cfg := s.config(ac.start)
+	cred, err := checkPeer(c, s.Authorize)
+	ac.peer = cred
+	if err != nil {
+		tell(c, err, cfg.timeout)
+		return false, err
+	}
+	s.mu.Lock()
+	ac.waiting = true
+	s.mu.Unlock()
+	deadline, bySession := helloDeadline(cfg)
+	hello, err := readHello(c, cfg.timeout, deadline, bySession)
+	s.mu.Lock()
+	s.unpend(ac)
+	evicted := ac.evicted
+	s.mu.Unlock()
+	if evicted {
+		return false, fmt.Errorf("closed before its HELLO to make room: %d connections were waiting for theirs (MaxPending)", s.maxPending())
+	}
+	if err != nil {
+		tell(c, err, cfg.timeout)
+		return false, err
+	}
+	return s.offer(c, hello, cfg)
+}
+
+// offer runs the session from HELLO on, holding the set if it is free.
+func (s *Server) offer(c *net.UnixConn, hello wire.Hello, cfg senderConfig) (claimed bool, err error) {
+	cfg.busy = func() bool {
+		claimed = s.claim()
+		return !claimed
+	}
+	err = offer(c, hello, cfg, s.handle)
+	if claimed {
+		s.release()
+	}
+	return claimed, err
+}
+
+// helloDeadline is when the wait for HELLO ends: after a step, or at the
+// session's deadline when that comes first.
+func helloDeadline(cfg senderConfig) (time.Time, bool) {
+	d := time.Now().Add(cfg.timeout)
+	if cfg.session.Before(d) {
+		return cfg.session, true
+	}
+	return d, false
+}
+
+func (s *Server) handle(c net.Conn, w ResponseWriter) {
+	if s.Handler != nil {
+		s.Handler.Handle(c, w)
+	}
+}
+
+// Close stops accepting, ends sessions in progress and waits for them
+// (but not for a Done that calls Close). Calling it again does nothing.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	var err error
-	if s.ln != nil && !s.closed {
-		err = s.ln.Close()
+	if !s.closed {
+		s.closed = true
+		if s.ln != nil {
+			err = s.ln.Close()
+		}
+		if s.quit != nil {
+			close(s.quit)
+		}
 	}
-	s.closed = true
-	for c := range s.conns {
+	for ac := range s.conns {
 		// A session may be blocked reading its socket: shutting it down
 		// wakes it, and the session closes its own connection.
-		if sc, ok := c.(syscall.Conn); !ok || fdpass.Shutdown(sc) != nil {
-			c.Close()
-		}
+		shutdown(ac.c)
 	}
 	s.mu.Unlock()
 	s.sessions.Wait()
+	s.flood.flush(logger{s.Logger})
 	return err
 }
 
-func (s *Server) serveConn(conn net.Conn) {
-	defer s.sessions.Done()
-	err := s.serveAccepted(conn)
-	s.closeAndReport(conn, err)
-}
-
-func (s *Server) serveAccepted(conn net.Conn) error {
-	uc, ok := conn.(*net.UnixConn)
-	if !ok {
-		return fmt.Errorf("%w: %T", ErrNotUnixConn, conn)
+// quitCh is closed by Close.
+func (s *Server) quitCh() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.quit == nil {
+		s.quit = make(chan struct{})
+		if s.closed {
+			close(s.quit)
+		}
 	}
-	// The accepted socket is the server's alone: its session waits on the
-	// thread, which the kernel wakes directly, rather than in Go's poller.
-	b, err := fdpass.BlockingOf(uc)
-	if err != nil {
-		return err
+	return s.quit
+}
+
+// shutdown wakes whoever waits on c, in this process or the peer's.
+func shutdown(c net.Conn) {
+	if sc, ok := c.(syscall.Conn); !ok || fdpass.Shutdown(sc) != nil {
+		c.Close()
 	}
-	return s.run(conn, b, s.config())
 }
 
-// closeAndReport ends a session on a connection the Server accepted: the
-// socket is closed before the session is reported, so that whoever hears
-// of its end (Done, the Logger) finds it gone.
-func (s *Server) closeAndReport(conn net.Conn, err error) {
-	s.untrack(conn)
-	s.report(conn, err)
-}
-
-func (s *Server) config() senderConfig {
+func (s *Server) config(start time.Time) senderConfig {
 	cfg := senderConfig{
-		timeout:      s.Timeout,
+		timeout:      stepTimeout(s.Timeout),
 		readyTimeout: s.ReadyTimeout,
-		authorize:    s.Authorize,
+		session:      start.Add(sessionTimeout(s.SessionTimeout, s.Timeout)),
 		log:          logger{s.Logger},
 	}
 	if cfg.readyTimeout == 0 {
@@ -190,85 +379,106 @@ func (s *Server) config() senderConfig {
 	return cfg
 }
 
-// run runs one session; its caller reports it.
-func (s *Server) run(conn net.Conn, t transport, cfg senderConfig) error {
-	claimed := false
-	cfg.busy = func() bool {
-		claimed = s.claim()
-		return !claimed
-	}
-	err := serveSession(conn, t, cfg, func(c net.Conn, w ResponseWriter) {
-		if s.Handler != nil {
-			s.Handler.Handle(c, w)
-		}
-	})
-	if claimed {
-		s.release()
-	}
-	return err
-}
-
-func (s *Server) report(conn net.Conn, err error) {
+// report logs how a connection ended and tells Done: a session (claimed)
+// at error or info level, a BUSY turn-away at debug level, any other
+// failure before the session through the flood log. A connection closed
+// before its first byte (io.EOF alone) is not a session.
+func (s *Server) report(who any, err error, claimed bool) {
 	log := logger{s.Logger}
-	if err != nil {
-		log.Errorf("graceful: session with %v: %v", conn.RemoteAddr(), err)
-	} else {
-		log.Infof("graceful: handed descriptors to %v", conn.RemoteAddr())
+	peer := slog.Any("peer", who)
+	switch {
+	case err == io.EOF:
+		log.log(slog.LevelDebug, "graceful: connection closed before its first byte", peer)
+		return
+	case err == nil:
+		log.log(slog.LevelInfo, "graceful: handed the set", peer)
+	case claimed:
+		log.log(slog.LevelError, "graceful: session failed", peer, "err", err)
+	case errors.Is(err, ErrBusy):
+		log.log(slog.LevelDebug, "graceful: receiver told BUSY", peer)
+	default:
+		s.flood.note(log, "graceful: connection failed before its session", peer, "err", err)
 	}
 	if s.Done != nil {
-		s.Done(err)
+		s.mu.Lock()
+		addr := s.addr
+		s.mu.Unlock()
+		s.Done(opError("serve", addr, err))
 	}
 }
 
 // ServeConn runs sessions on conn, a connection the caller made (accepted
 // or dialed), until the receiver closes it between two sessions; then it
-// returns nil. Each session sends what Handler writes, one set at a time
-// with the Server's other sessions. conn stays open and the caller's: no
-// byte after the last session is read, and no deadline is left on it.
+// returns nil. The peer's credentials are checked first, as a Server
+// checks those it accepts; for the duration of the call, conn refuses
+// descriptors (SO_PASSRIGHTS, where the kernel has it). Each session sends
+// what Handler writes, one set at a time with the Server's other
+// sessions. conn stays open and the caller's: no byte after the last
+// session is read, and no deadline is left on it.
 func (s *Server) ServeConn(conn net.Conn) error {
-	uc, ok := conn.(*net.UnixConn)
-	if !ok {
-		return fmt.Errorf("%w: %T", ErrNotUnixConn, conn)
+	uc, err := unixConn(conn)
+	if err != nil {
+		return opError("serve", "", err)
 	}
-	cfg := s.config()
-	cfg.exact = true
+	addr := connAddr(uc)
+	cred, err := checkPeer(uc, s.Authorize)
+	if err != nil {
+		tell(uc, err, stepTimeout(s.Timeout))
+		uc.SetDeadline(time.Time{})
+		s.report(cred, err, false)
+		return opError("serve", addr, err)
+	}
+	defer refuseRights(uc)()
+	defer uc.SetDeadline(time.Time{})
 	for sessions := 0; ; sessions++ {
-		err := s.run(conn, pollerConn{uc}, cfg)
+		claimed, err := s.serveOnConn(uc)
 		// A receiver that closes between sessions is ending the
 		// connection, not failing a session: that is not reported.
-		if sessions > 0 && errors.Is(err, io.EOF) {
-			return nil
+		if errors.Is(err, io.EOF) {
+			if sessions > 0 {
+				return nil
+			}
+			return opError("serve", addr, fmt.Errorf("%w: closed before HELLO", ErrPeerClosed))
 		}
-		s.report(conn, err)
+		s.report(cred, err, claimed)
 		if err != nil {
-			return err
+			return opError("serve", addr, err)
 		}
 	}
 }
 
-func (s *Server) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
+// serveOnConn runs one session of ServeConn.
+func (s *Server) serveOnConn(uc *net.UnixConn) (claimed bool, err error) {
+	cfg := s.config(time.Now())
+	cfg.exact = true
+	deadline, bySession := helloDeadline(cfg)
+	hello, err := readHello(uc, cfg.timeout, deadline, bySession)
+	if err != nil {
+		tell(uc, err, cfg.timeout)
+		return false, err
 	}
-	if s.conns == nil {
-		s.conns = make(map[net.Conn]bool)
-	}
-	s.conns[c] = true
-	s.sessions.Add(1)
-	return true
+	return s.offer(uc, hello, cfg)
 }
 
-func (s *Server) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	if r, ok := c.(interface{ release() }); ok {
-		r.release()
-	} else {
-		c.Close()
+// connAddr names a caller's connection in errors: the address it is
+// connected to, or bound to.
+func connAddr(c *net.UnixConn) string {
+	for _, a := range []net.Addr{c.RemoteAddr(), c.LocalAddr()} {
+		if a != nil && a.String() != "" && a.String() != "@" { // "@": unnamed
+			return a.String()
+		}
 	}
+	return ""
+}
+
+// refuseRights turns descriptor passing off on c, where the kernel can
+// (SO_PASSRIGHTS), and returns what turns it back on.
+func refuseRights(c *net.UnixConn) (restore func()) {
+	on, known, err := fdpass.PassRights(c)
+	if err != nil || !known || !on || fdpass.SetPassRights(c, false) != nil {
+		return func() {}
+	}
+	return func() { fdpass.SetPassRights(c, true) }
 }
 
 func (s *Server) claim() bool {
@@ -291,38 +501,4 @@ func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed
-}
-
-// Listen creates the unix socket that ListenAndServe serves on, for a
-// program that must know when it is reachable, or serve it with Serve: it
-// binds in a fresh 0700 directory beside addr, makes the socket 0600, and
-// renames it onto addr, so it is never reachable with wider permissions
-// (AUTH-3) and atomically replaces a previous generation's socket file.
-// Closing the listener leaves the file: a successor may have renamed its own
-// socket onto addr, and no check-then-remove can be atomic. A file left
-// behind refuses connections, so Receive reports ErrNoServer, and the next
-// Listen replaces it.
-func Listen(addr string) (net.Listener, error) {
-	dir, err := os.MkdirTemp(filepath.Dir(addr), ".gf")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	tmp := filepath.Join(dir, "s")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
-	if err != nil {
-		return nil, err
-	}
-	ln.SetUnlinkOnClose(false)
-	fail := func(err error) (net.Listener, error) {
-		ln.Close()
-		return nil, err
-	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, addr); err != nil {
-		return fail(fmt.Errorf("graceful: place socket at %s: %w", addr, err))
-	}
-	return ln, nil
 }

@@ -20,10 +20,28 @@ type Frame struct {
 // The zero value is ready to use. A Decoder never closes anything: after an
 // error the caller takes the queue with TakeFds and closes it.
 type Decoder struct {
-	buf   []byte
-	start int
-	fds   []int // the queue
-	taken []int // the last BATCH frame's descriptors, out of the queue
+	buf     []byte
+	start   int
+	fds     []int // the queue
+	taken   []int // the last BATCH frame's descriptors, out of the queue
+	allowed TypeSet
+}
+
+// Expect makes the Decoder judge every following header against allowed,
+// the types that may come at this point of the session (FRM-3), as soon as
+// its 8 bytes are in. The zero TypeSet, the Decoder's first, allows any.
+func (d *Decoder) Expect(allowed TypeSet) { d.allowed = allowed }
+
+// Peek returns the next frame's header, checked, as soon as its 8 bytes are
+// in, so that its caller can judge it against its own limits before the
+// payload is read (FRM-4). ok is false while fewer bytes are buffered.
+func (d *Decoder) Peek() (h Header, ok bool, err error) {
+	live := d.buf[d.start:]
+	if len(live) < HeaderSize {
+		return h, false, nil
+	}
+	h, err = ParseHeaderIn(live, d.allowed)
+	return h, err == nil, err
 }
 
 // Space returns at least min free bytes at the end of the buffer, for the
@@ -49,10 +67,11 @@ func (d *Decoder) Space(min int) []byte {
 	return d.buf[len(d.buf):cap(d.buf)]
 }
 
-// Reset empties the decoder for another stream, keeping its buffer. It
-// returns the queued descriptors, which the caller must close.
+// Reset empties the decoder for another stream, keeping its buffer, and
+// allows every type again. It returns the queued descriptors, which the
+// caller must close.
 func (d *Decoder) Reset() []int {
-	d.buf, d.start = d.buf[:0], 0
+	d.buf, d.start, d.allowed = d.buf[:0], 0, 0
 	return d.TakeFds()
 }
 
@@ -93,7 +112,7 @@ func (d *Decoder) Need() int {
 	if len(live) < HeaderSize {
 		return HeaderSize - len(live)
 	}
-	h, err := ParseHeader(live)
+	h, err := ParseHeaderIn(live, d.allowed)
 	if err != nil {
 		return 1
 	}
@@ -108,7 +127,7 @@ func (d *Decoder) Next() (f Frame, ok bool, err error) {
 	if len(live) < HeaderSize {
 		return f, false, d.checkQueue()
 	}
-	h, err := ParseHeader(live)
+	h, err := ParseHeaderIn(live, d.allowed)
 	if err != nil {
 		return f, false, err
 	}

@@ -391,6 +391,85 @@ var _ = Describe("Decoder", func() {
 		})
 	})
 
+	Describe("with the types that may come at a point of the session (Expect, FRM-3)", func() {
+		It("refuses a frame of another type from its header, before its payload", func() {
+			d.Expect(wire.TypesOf(wire.TypeHello, wire.TypeError))
+			d.Write(header(3, 0, 1, 1<<20))
+			_, ok, err := d.Next()
+			expectRejected(err, wire.ErrMalformed)
+			Expect(ok).To(BeFalse())
+			Expect(err).To(MatchError(ContainSubstring("BATCH frame where HELLO or ERROR was due")))
+		})
+
+		It("judges the type before nfds and length, in FRM-4's order, and flags before the type", func() {
+			d.Expect(wire.TypesOf(wire.TypeAck))
+			d.Write(header(3, 0, 300, 1<<20+1)) // a BATCH over both limits
+			_, _, err := d.Next()
+			Expect(err).To(MatchError(ContainSubstring("BATCH frame where ACK was due")))
+
+			var e wire.Decoder
+			e.Expect(wire.TypesOf(wire.TypeAck))
+			e.Write(header(3, 1, 0, 0))
+			_, _, err = e.Next()
+			Expect(err).To(MatchError(ContainSubstring("flags")))
+		})
+
+		It("takes the types allowed, and any type again after Reset", func() {
+			d.Expect(wire.TypesOf(wire.TypeAck, wire.TypeError))
+			d.Write(wire.AppendCount(nil, wire.TypeAck, 1))
+			f, ok, err := d.Next()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(f.Header.Type).To(Equal(wire.TypeAck))
+			d.Reset()
+			d.Write(wire.AppendReady(nil))
+			_, ok, err = d.Next()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+		})
+
+		It("makes Need ask for one byte behind a frame of a type not allowed", func() {
+			d.Expect(wire.TypesOf(wire.TypeWelcome))
+			d.Write(wire.AppendCount(nil, wire.TypeEnd, 1)[:8])
+			Expect(d.Need()).To(Equal(1))
+		})
+	})
+
+	Describe("Peek", func() {
+		It("shows the next header once its 8 bytes are in, checked, without taking the frame", func() {
+			b := wire.AppendBatch(nil, []wire.Record{{Kind: wire.KindFile}})
+			d.Write(b[:7])
+			_, ok, err := d.Peek()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeFalse())
+			d.Write(b[7:8])
+			h, ok, err := d.Peek()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(h).To(Equal(wire.Header{Type: wire.TypeBatch, NFds: 1, Length: wire.RecordOverhead}))
+			Expect(d.Buffered()).To(Equal(8))
+			d.Write(b[8:])
+			d.AddFds([]int{7})
+			f, ok, err := d.Next()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(f.Fds).To(Equal([]int{7}))
+		})
+
+		It("reports a header the rules or Expect refuse", func() {
+			d.Write(header(9, 0, 0, 0))
+			_, ok, err := d.Peek()
+			expectRejected(err, wire.ErrMalformed)
+			Expect(ok).To(BeFalse())
+
+			var e wire.Decoder
+			e.Expect(wire.TypesOf(wire.TypeHello))
+			e.Write(wire.AppendReady(nil))
+			_, _, err = e.Peek()
+			expectRejected(err, wire.ErrMalformed)
+		})
+	})
+
 	Describe("RCV-2: a complete BATCH without its descriptors", func() {
 		batch := wire.AppendBatch(nil, []wire.Record{{Kind: wire.KindFile}, {Kind: wire.KindFile}, {Kind: wire.KindFile}})
 

@@ -530,3 +530,41 @@ var _ = Describe("CheckRecord (SND-5)", func() {
 		Entry("kind 5", wire.Record{Kind: 5}, wire.ErrMalformed),
 	)
 })
+
+var _ = Describe("TypeSet", func() {
+	It("holds the types given, and the zero set holds every type", func() {
+		s := wire.TypesOf(wire.TypeAck, wire.TypeError)
+		Expect(s.Has(wire.TypeAck)).To(BeTrue())
+		Expect(s.Has(wire.TypeError)).To(BeTrue())
+		Expect(s.Has(wire.TypeReady)).To(BeFalse())
+		Expect(s.Has(wire.Type(0))).To(BeFalse())
+		Expect(s.Has(wire.Type(200))).To(BeFalse())
+		var all wire.TypeSet
+		for t := wire.TypeHello; t <= wire.TypeError; t++ {
+			Expect(all.Has(t)).To(BeTrue())
+		}
+	})
+
+	It("names its types for error texts", func() {
+		Expect(wire.TypesOf(wire.TypeBatch, wire.TypeEnd, wire.TypeError).String()).To(Equal("BATCH or END or ERROR"))
+		Expect(wire.TypeSet(0).String()).To(Equal("any frame"))
+	})
+})
+
+var _ = Describe("ParseHeaderIn", func() {
+	It("is ParseHeader for a type allowed, and ErrMalformed naming the types due for another", func() {
+		b := wire.AppendCount(nil, wire.TypeEnd, 3)
+		h, err := wire.ParseHeaderIn(b, wire.TypesOf(wire.TypeBatch, wire.TypeEnd))
+		Expect(err).NotTo(HaveOccurred())
+		want, _ := wire.ParseHeader(b)
+		Expect(h).To(Equal(want))
+		_, err = wire.ParseHeaderIn(b, wire.TypesOf(wire.TypeWelcome, wire.TypeError))
+		Expect(err).To(MatchError(wire.ErrMalformed))
+		Expect(err).To(MatchError(ContainSubstring("END frame where WELCOME or ERROR was due")))
+	})
+
+	It("still says an unknown type is unknown", func() {
+		_, err := wire.ParseHeaderIn([]byte{9, 0, 0, 0, 0, 0, 0, 0}, wire.TypesOf(wire.TypeHello))
+		Expect(err).To(MatchError(ContainSubstring("unknown frame type 9")))
+	})
+})

@@ -76,6 +76,9 @@ func FuzzDecoder(f *testing.F) {
 				}
 				if !ok {
 					checkWaiting(t, &d, stream[len(frames):fed])
+					if h, hok, herr := d.Peek(); herr != nil || hok != (d.Buffered() >= wire.HeaderSize) {
+						t.Fatalf("Peek() = %v, %v, %v with %d bytes of a frame that Next waits for", h, hok, herr, d.Buffered())
+					}
 					break
 				}
 				checkFrame(t, fr)

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -141,10 +142,44 @@ func AppendHeader(b []byte, h Header) []byte {
 	return binary.BigEndian.AppendUint32(b, h.Length)
 }
 
+// TypeSet is a set of frame types: those a peer may send at some point of
+// a session (FRM-3). The zero TypeSet stands for every type.
+type TypeSet uint16
+
+// TypesOf is the set of the types ts.
+func TypesOf(ts ...Type) TypeSet {
+	var s TypeSet
+	for _, t := range ts {
+		s |= 1 << t
+	}
+	return s
+}
+
+// Has reports whether t is in s; every type is in the zero TypeSet.
+func (s TypeSet) Has(t Type) bool { return s == 0 || t <= TypeError && s&(1<<t) != 0 }
+
+func (s TypeSet) String() string {
+	if s == 0 {
+		return "any frame"
+	}
+	var names []string
+	for t := TypeHello; t <= TypeError; t++ {
+		if s&(1<<t) != 0 {
+			names = append(names, t.String())
+		}
+	}
+	return strings.Join(names, " or ")
+}
+
 // ParseHeader decodes and checks the header at the start of b, which must
 // hold at least HeaderSize bytes. It enforces FRM-2, FRM-3 (as far as the
 // header alone tells) and FRM-4, in the order FRM-4 gives.
-func ParseHeader(b []byte) (Header, error) {
+func ParseHeader(b []byte) (Header, error) { return ParseHeaderIn(b, 0) }
+
+// ParseHeaderIn is ParseHeader at a point of the session where only the
+// types of allowed may come: a frame of another type is malformed (FRM-3),
+// judged right after its type is known to exist, before nfds and length.
+func ParseHeaderIn(b []byte, allowed TypeSet) (Header, error) {
 	h := Header{
 		Type:   Type(b[0]),
 		Flags:  b[1],
@@ -156,6 +191,9 @@ func ParseHeader(b []byte) (Header, error) {
 	}
 	if h.Type < TypeHello || h.Type > TypeError {
 		return h, malformed("unknown frame type %d", uint8(h.Type))
+	}
+	if !allowed.Has(h.Type) {
+		return h, malformed("%v frame where %v was due", h.Type, allowed)
 	}
 	if h.Type == TypeBatch && (h.NFds == 0 || h.NFds > MaxFdsPerBatch) {
 		return h, malformed("BATCH carries %d descriptors, want 1 to %d", h.NFds, MaxFdsPerBatch)

@@ -106,7 +106,7 @@ func Start(tb testing.TB, mode, impl string, n int) Receiver {
 		case Graceful:
 			harness.Start(tb, RoleGracefulDial, env, ln)
 			r := &gracefulDialReceiver{path: path}
-			r.client.Logger = &r.busy
+			r.client.Logger = graceful.NewSlogLogger(&r.busy)
 			return r
 		case BlockingBoth:
 			harness.Start(tb, RoleBlockingDial, env, ln)
@@ -254,13 +254,12 @@ func (r *gracefulDialReceiver) Receive(n int) error {
 	return checkCount(len(r.fds), n)
 }
 
-// busyCounter is a Client's Logger that counts the sessions the server
-// refused as BUSY.
+// busyCounter is a Client's Logger (through graceful.NewSlogLogger) that
+// counts the sessions the server refused as BUSY: the Client logs each one
+// it asks again after at debug level.
 type busyCounter int
 
-func (*busyCounter) Debugf(string, ...any) {}
-func (*busyCounter) Infof(string, ...any)  {}
-func (b *busyCounter) Errorf(_ string, args ...any) {
+func (b *busyCounter) Debugf(_ string, args ...any) {
 	for _, a := range args {
 		if err, ok := a.(error); ok && errors.Is(err, graceful.ErrBusy) {
 			*b++

@@ -115,32 +115,45 @@ func gracefulDemo() error {
 			}
 		},
 	}
-	// Take over the socket path before saying READY (and "serving"): the
-	// next generation then finds this one there, and the predecessor,
-	// which closes its listener once it has our READY, sees its socket
-	// file replaced and leaves it alone. (Closed the other way round, the
-	// predecessor's Close can check that the file is still its own just
-	// before our rename and remove our socket just after it.)
-	hl, err := graceful.Listen(sock)
-	if err != nil {
-		return err
-	}
-	go offer.Serve(hl)
-	defer offer.Close()
+	// Say READY, then take over the socket path before saying "serving":
+	// the predecessor closes its Server once it has our READY, and
+	// graceful.Listen replaces its socket only once it is stale; the next
+	// generation then finds this one there.
 	if predecessor != nil {
 		if err := graceful.Ready(predecessor); err != nil {
 			return err
 		}
 	}
+	hl, err := listenWhenFree(sock)
+	if err != nil {
+		return err
+	}
+	go offer.Serve(hl)
+	defer offer.Close()
 	fmt.Printf("serving %s %s\n", gen, ln.Addr())
 
 	select {
 	case <-handedOff:
+		offer.Close() // the successor listens at the path once this is closed
 	case <-end:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
 	return drainer.Drain(ctx)
+}
+
+// listenWhenFree places this generation's socket at sock once no server
+// answers there any more (the predecessor closes its own once it has our
+// READY), as graceful's Server.ListenAndServe does.
+func listenWhenFree(sock string) (net.Listener, error) {
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		ln, err := graceful.Listen(sock)
+		if !errors.Is(err, graceful.ErrAddrInUse) || time.Now().After(deadline) {
+			return ln, err
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // tableflipDemo is one generation of a tableflip service: SIGHUP runs an

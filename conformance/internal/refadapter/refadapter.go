@@ -54,7 +54,7 @@ func (c coded) Code() string {
 		{graceful.ErrMalformed, wire.CodeMalformed},
 		{graceful.ErrUnsupportedVersion, wire.CodeUnsupportedVersion},
 		{graceful.ErrUnauthorized, wire.CodeUnauthorized},
-		{graceful.ErrMetaTooLarge, wire.CodeTooLarge},
+		{graceful.ErrTooLarge, wire.CodeTooLarge}, // ErrMetaTooLarge matches it too
 		{graceful.ErrTruncated, wire.CodeTruncated},
 		{graceful.ErrRejected, wire.CodeRejected},
 		{graceful.ErrSenderFailed, wire.CodeSenderFailed},

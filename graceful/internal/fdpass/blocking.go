@@ -22,13 +22,6 @@ type Blocking struct {
 	// a write waits for the peer's answer before trying, since it cannot
 	// be there yet.
 	answerDue bool
-
-	// Impatient, when set, is called once, the first time a read or write
-	// has waited Patience without completing; the call then goes on until
-	// its deadline. A server uses it to start answering other clients only
-	// when a session turns out to be slow.
-	Impatient func()
-	Patience  time.Duration
 }
 
 // NewBlocking takes fd, which must be in non-blocking mode.
@@ -110,29 +103,15 @@ func (b *Blocking) retry(events int16, deadline time.Time, call func() error) er
 }
 
 // wait blocks the thread until the socket has one of events (or an error or
-// hang-up, which the next call reports) or deadline passes. While
-// Impatient is set, it first waits only Patience; if that passes,
-// Impatient is called and the wait goes on.
+// hang-up, which the next call reports) or deadline passes.
 func (b *Blocking) wait(events int16, deadline time.Time) error {
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
 			return os.ErrDeadlineExceeded
 		}
-		impatient := b.Impatient != nil && left > b.Patience
-		if impatient {
-			left = b.Patience
-		}
-		ready, err := waitFd(b.fd, events, left)
-		switch {
-		case err != nil:
+		if ready, err := waitFd(b.fd, events, left); err != nil || ready {
 			return err
-		case ready:
-			return nil
-		case impatient:
-			call := b.Impatient
-			b.Impatient = nil
-			call()
 		}
 	}
 }
@@ -160,8 +139,8 @@ func retryEINTR(call func() error) error {
 	}
 }
 
-// PeerUID is PeerUID for a Blocking socket.
-func (b *Blocking) PeerUID() (int, error) { return peerUID(b.fd) }
+// PeerCred is PeerCred for a Blocking socket.
+func (b *Blocking) PeerCred() (Cred, error) { return peerCred(b.fd) }
 
 // Shutdown wakes a read or write blocked on the socket, from another
 // goroutine.
@@ -182,6 +161,19 @@ func DialBlocking(addr string, deadline time.Time) (*Blocking, error) {
 		return nil, err
 	}
 	return NewBlocking(fd), nil
+}
+
+// Probe connects a new socket to the unix socket at path, without waiting,
+// and closes it: the kernel's answer (nil, ECONNREFUSED when nobody
+// listens, EAGAIN when its backlog is full) says whether a server is
+// there.
+func Probe(path string) error {
+	fd, err := socketCloexec()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return retryEINTR(func() error { return unix.Connect(fd, &unix.SockaddrUnix{Name: path}) })
 }
 
 // connectBy connects the non-blocking socket fd to sa. A unix socket
@@ -229,17 +221,6 @@ func blockingError(call string, err error) error {
 		return fmt.Errorf("%s: %w", call, os.ErrDeadlineExceeded)
 	}
 	return os.NewSyscallError(call, err)
-}
-
-// BlockingOf returns the socket behind c, which package net keeps in
-// non-blocking mode, as a Blocking. c keeps owning the descriptor: close
-// c, not the Blocking, and do not use c's own I/O methods meanwhile.
-func BlockingOf(c syscall.Conn) (*Blocking, error) {
-	fd, err := RawFd(c)
-	if err != nil {
-		return nil, err
-	}
-	return NewBlocking(fd), nil
 }
 
 // Shutdown shuts c down in both directions, which wakes whoever is blocked

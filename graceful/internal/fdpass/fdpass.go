@@ -177,17 +177,55 @@ func Dup(fd int) (int, error) {
 	return nfd, nil
 }
 
-// PeerUID returns the effective user id of the process at the other end of
-// c, as the kernel recorded it when the connection was made.
-func PeerUID(c *net.UnixConn) (int, error) {
+// Cred is what the kernel recorded of the process at the other end of a
+// unix connection when the connection was made. PID is -1 where the system
+// does not say (getpeereid).
+type Cred struct{ PID, UID, GID int }
+
+// PeerCred returns the credentials of the process at the other end of c.
+func PeerCred(c syscall.Conn) (Cred, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return -1, err
+		return Cred{PID: -1, UID: -1, GID: -1}, err
 	}
-	uid := -1
-	var serr error
-	if err := rc.Control(func(fd uintptr) { uid, serr = peerUID(int(fd)) }); err != nil {
-		return -1, err
+	var (
+		cred Cred
+		serr error
+	)
+	if err := rc.Control(func(fd uintptr) { cred, serr = peerCred(int(fd)) }); err != nil {
+		return Cred{PID: -1, UID: -1, GID: -1}, err
 	}
-	return uid, serr
+	return cred, serr
+}
+
+// PassRights reports whether the socket c accepts descriptors (SO_PASSRIGHTS,
+// Linux 6.16 and later). known is false where the kernel has no such
+// option: there a socket always accepts them.
+func PassRights(c syscall.Conn) (on, known bool, err error) {
+	err = control(c, func(fd int) error {
+		var gerr error
+		on, known, gerr = passRights(fd)
+		return gerr
+	})
+	return on, known, err
+}
+
+// SetPassRights turns SO_PASSRIGHTS on or off on the socket c. Off, a peer's
+// sendmsg that carries descriptors fails (EPERM) and none reaches this
+// process. It does nothing where the kernel has no such option.
+func SetPassRights(c syscall.Conn, on bool) error {
+	return control(c, func(fd int) error { return SetPassRightsFd(fd, on) })
+}
+
+// control runs f on the descriptor behind c.
+func control(c syscall.Conn, f func(fd int) error) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }

@@ -15,13 +15,25 @@ var extraOOB = 0
 // SCM_RIGHTS (TRN-6): no other message carries one here.
 func closeCarried(*unix.Cmsghdr, []byte) {}
 
-func peerUID(fd int) (int, error) {
+// peerCred is getpeereid's answer: no pid.
+func peerCred(fd int) (Cred, error) {
 	cred, err := unix.GetsockoptXucred(fd, unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
 	if err != nil {
-		return -1, os.NewSyscallError("getsockopt", err)
+		return Cred{PID: -1, UID: -1, GID: -1}, os.NewSyscallError("getsockopt", err)
 	}
-	return int(cred.Uid), nil
+	gid := -1
+	if cred.Ngroups > 0 {
+		gid = int(cred.Groups[0])
+	}
+	return Cred{PID: -1, UID: int(cred.Uid), GID: gid}, nil
 }
+
+// darwin has no SO_PASSRIGHTS: a socket always accepts descriptors, and
+// the library's reads that expect none offer no room for them.
+func passRights(int) (on, known bool, err error) { return true, false, nil }
+
+// SetPassRightsFd does nothing here.
+func SetPassRightsFd(int, bool) error { return nil }
 
 // darwin has neither MSG_CMSG_CLOEXEC nor MSG_NOSIGNAL: close-on-exec is
 // set right after recvmsg (a window in which a fork elsewhere in the

@@ -2,6 +2,7 @@ package fdpass
 
 import (
 	"os"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -20,12 +21,51 @@ func closeCarried(h *unix.Cmsghdr, data []byte) {
 	}
 }
 
-func peerUID(fd int) (int, error) {
+func peerCred(fd int) (Cred, error) {
 	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
-		return -1, os.NewSyscallError("getsockopt", err)
+		return Cred{PID: -1, UID: -1, GID: -1}, os.NewSyscallError("getsockopt", err)
 	}
-	return int(cred.Uid), nil
+	return Cred{PID: int(cred.Pid), UID: int(cred.Uid), GID: int(cred.Gid)}, nil
+}
+
+// noPassRights is set once the kernel said it has no SO_PASSRIGHTS (before
+// Linux 6.16), so that no socket asks again.
+var noPassRights atomic.Bool
+
+func passRights(fd int) (on, known bool, err error) {
+	if noPassRights.Load() {
+		return true, false, nil
+	}
+	v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSRIGHTS)
+	if err == unix.ENOPROTOOPT || err == unix.EINVAL {
+		noPassRights.Store(true)
+		return true, false, nil
+	}
+	if err != nil {
+		return true, false, os.NewSyscallError("getsockopt", err)
+	}
+	return v != 0, true, nil
+}
+
+// SetPassRightsFd is SetPassRights on a raw socket.
+func SetPassRightsFd(fd int, on bool) error {
+	if noPassRights.Load() {
+		return nil
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSRIGHTS, v)
+	if err == unix.ENOPROTOOPT || err == unix.EINVAL {
+		noPassRights.Store(true)
+		return nil
+	}
+	if err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	return nil
 }
 
 const (

@@ -216,14 +216,16 @@ var _ = Describe("Dup", func() {
 	})
 })
 
-var _ = Describe("PeerUID", func() {
-	It("is this process's effective uid at both ends of a socket pair", func() {
+var _ = Describe("PeerCred", func() {
+	me := fdpass.Cred{PID: os.Getpid(), UID: os.Geteuid(), GID: os.Getegid()}
+
+	It("is this process at both ends of a socket pair", func() {
 		a, b := socketPair()
-		Expect(fdpass.PeerUID(a)).To(Equal(os.Geteuid()))
-		Expect(fdpass.PeerUID(b)).To(Equal(os.Geteuid()))
+		Expect(fdpass.PeerCred(a)).To(Equal(me))
+		Expect(fdpass.PeerCred(b)).To(Equal(me))
 	})
 
-	It("is this process's effective uid over an accepted connection", func() {
+	It("is the dialling process over an accepted connection, and the listening one over the dialled", func() {
 		dir, err := os.MkdirTemp("", "gf")
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(os.RemoveAll, dir)
@@ -237,15 +239,65 @@ var _ = Describe("PeerUID", func() {
 		server, err := ln.AcceptUnix()
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(server.Close)
-		Expect(fdpass.PeerUID(server)).To(Equal(os.Geteuid()))
-		Expect(fdpass.PeerUID(client)).To(Equal(os.Geteuid()))
+		Expect(fdpass.PeerCred(server)).To(Equal(me))
+		Expect(fdpass.PeerCred(client)).To(Equal(me))
 	})
 
-	It("fails on a closed connection", func() {
+	It("fails on a closed connection, with no identity", func() {
 		a, _ := socketPair()
 		Expect(a.Close()).To(Succeed())
-		_, err := fdpass.PeerUID(a)
+		cred, err := fdpass.PeerCred(a)
 		Expect(err).To(HaveOccurred())
+		Expect(cred).To(Equal(fdpass.Cred{PID: -1, UID: -1, GID: -1}))
+	})
+})
+
+var _ = Describe("SO_PASSRIGHTS", func() {
+	It("is on for a new socket, and off once SetPassRights turned it off: a peer's descriptors are refused", func() {
+		a, b := socketPair()
+		on, known, err := fdpass.PassRights(a)
+		Expect(err).NotTo(HaveOccurred())
+		if !known {
+			Skip("this kernel has no SO_PASSRIGHTS (Linux 6.16 and later)")
+		}
+		Expect(on).To(BeTrue())
+		Expect(fdpass.SetPassRights(a, false)).To(Succeed())
+		on, _, err = fdpass.PassRights(a)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(on).To(BeFalse())
+
+		fds := memfds(1)
+		err = fdpass.Write(b, []byte("x"), fdpass.AppendRights(nil, fds))
+		Expect(err).To(MatchError(unix.EPERM), "the kernel refuses descriptors for a socket that does not pass rights")
+
+		Expect(fdpass.SetPassRights(a, true)).To(Succeed())
+		Expect(fdpass.Write(b, []byte("y"), fdpass.AppendRights(nil, fds))).To(Succeed())
+		n, got, err := fdpass.Read(a, make([]byte, 4), make([]byte, fdpass.OOBSize), nil)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(n).To(Equal(1))
+		expectSameFiles(got, fds)
+		closeAll(got)
+	})
+
+	It("is inherited by the connections a listener accepts", func() {
+		dir := GinkgoT().TempDir()
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(ln.Close)
+		if _, known, _ := fdpass.PassRights(ln); !known {
+			Skip("this kernel has no SO_PASSRIGHTS (Linux 6.16 and later)")
+		}
+		Expect(fdpass.SetPassRights(ln, false)).To(Succeed())
+		Expect(ln.SetDeadline(time.Now().Add(stepTimeout))).To(Succeed())
+		client, err := net.DialUnix("unix", nil, ln.Addr().(*net.UnixAddr))
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(client.Close)
+		server, err := ln.AcceptUnix()
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(server.Close)
+		on, _, err := fdpass.PassRights(server)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(on).To(BeFalse())
 	})
 })
 
