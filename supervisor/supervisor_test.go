@@ -3,6 +3,7 @@
 package supervisor_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/onsi/gomega/gbytes"
 	"golang.org/x/sys/unix"
 
+	"github.com/gracefulfd/graceful/graceful"
 	"github.com/gracefulfd/graceful/harness"
 	"github.com/gracefulfd/graceful/internal/svctest"
 	"github.com/gracefulfd/graceful/supervisor"
@@ -63,6 +65,17 @@ var _ = Describe("a supervisor", func() {
 		st := r.status()
 		Expect(st.Restarts).To(Equal(2))
 		Expect(st.Retiring).To(BeEmpty())
+	})
+
+	It("refuses a runtime directory another supervisor runs with", func() {
+		r := start(supervisor.Config{})
+		r.serving(1)
+		_, err := supervisor.New(supervisor.Config{Path: service, Dir: r.Dir()})
+		Expect(err).To(MatchError(graceful.ErrAddrInUse))
+		Expect(err.Error()).To(ContainSubstring("another supervisor runs with " + r.Dir()))
+		Expect(r.status().Serving.N).To(Equal(1))
+		_, err = supervisor.RequestStatus(context.Background(), r.Dir())
+		Expect(err).NotTo(HaveOccurred(), "the first supervisor lost its control socket")
 	})
 
 	Describe("rollback", func() {
