@@ -43,6 +43,9 @@ func TestSupervisor(t *testing.T) {
 var service string
 
 var _ = BeforeSuite(func() {
+	// Bounds for what must happen eventually, generous for a loaded machine;
+	// never a measure of speed.
+	SetDefaultEventuallyTimeout(30 * time.Second)
 	var err error
 	service, err = gexec.Build("github.com/gracefulfd/graceful/supervisor/internal/testservice")
 	Expect(err).NotTo(HaveOccurred())

@@ -28,6 +28,9 @@ func TestGracefulSupervisor(t *testing.T) {
 var gs, service string
 
 var _ = BeforeSuite(func() {
+	// Bounds for what must happen eventually, generous for a loaded machine;
+	// never a measure of speed.
+	SetDefaultEventuallyTimeout(30 * time.Second)
 	var err error
 	gs, err = gexec.Build("github.com/gracefulfd/graceful/cmd/graceful-supervisor")
 	Expect(err).NotTo(HaveOccurred())
