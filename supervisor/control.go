@@ -62,11 +62,10 @@ type controlServer struct {
 // listenControl creates the control socket at path, refusing to take it
 // from a supervisor that still answers there.
 func listenControl(path string) (*controlServer, error) {
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("supervisor: another supervisor runs with %s: choose another directory", filepath.Dir(path))
+	ln, err := graceful.Listen(path) // refuses a socket a server answers on
+	if errors.Is(err, graceful.ErrAddrInUse) {
+		return nil, fmt.Errorf("supervisor: another supervisor runs with %s? choose another directory: %w", filepath.Dir(path), err)
 	}
-	ln, err := graceful.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: control socket: %w", err)
 	}

@@ -117,6 +117,7 @@ func (st *state) openHandoff() {
 	h := &handoffServer{done: make(chan struct{})}
 	type entry struct {
 		fd   int
+		kind graceful.Kind
 		meta graceful.Meta
 	}
 	var set []entry
@@ -128,7 +129,11 @@ func (st *state) openHandoff() {
 			return
 		}
 		h.fds = append(h.fds, dup)
-		set = append(set, entry{dup, graceful.Meta{"name": f.name}})
+		kind, err := graceful.KindOf(dup)
+		if err != nil {
+			kind = graceful.KindRaw
+		}
+		set = append(set, entry{dup, kind, graceful.Meta{"name": f.name}})
 	}
 	ln, err := graceful.Listen(st.s.cfg.Handoff)
 	if err != nil {
@@ -140,7 +145,7 @@ func (st *state) openHandoff() {
 		Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
 			ln.Close() // one receiver: the path is the next generation's
 			for _, e := range set {
-				if err := w.Write(e.fd, e.meta); err != nil {
+				if err := w.WriteKind(e.fd, e.kind, e.meta); err != nil {
 					return
 				}
 			}

@@ -4,14 +4,11 @@ package supervisor_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,6 +43,9 @@ func TestSupervisor(t *testing.T) {
 var service string
 
 var _ = BeforeSuite(func() {
+	// Bounds for what must happen eventually, generous for a loaded machine;
+	// never a measure of speed.
+	SetDefaultEventuallyTimeout(30 * time.Second)
 	var err error
 	service, err = gexec.Build("github.com/gracefulfd/graceful/supervisor/internal/testservice")
 	Expect(err).NotTo(HaveOccurred())
@@ -209,63 +209,5 @@ func (h *records) with(msg string) []map[string]any {
 		r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.Any(); return true })
 		out = append(out, attrs)
 	}
-	return out
-}
-
-// load dials addr again and again until stop is closed (at most max
-// times), and counts the connections refused and those that did not
-// answer with a line.
-type load struct {
-	refused, failed, answered int
-	pids                      map[string]bool
-	done                      chan struct{}
-}
-
-func dial(addr string, stop <-chan struct{}, max int) *load {
-	l := &load{pids: map[string]bool{}, done: make(chan struct{})}
-	go func() {
-		defer GinkgoRecover()
-		defer close(l.done)
-		buf := make([]byte, 64)
-		for i := 0; i < max; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-			if err != nil {
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					l.refused++
-				} else {
-					l.failed++
-				}
-				continue
-			}
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			n, err := io.ReadAtLeast(c, buf, 1)
-			c.Close()
-			if err != nil || !strings.HasPrefix(string(buf[:n]), "pid ") {
-				l.failed++
-				continue
-			}
-			l.answered++
-			l.pids[strings.TrimSpace(string(buf[:n]))] = true
-		}
-	}()
-	return l
-}
-
-func (l *load) wait() {
-	GinkgoHelper()
-	Eventually(l.done).WithTimeout(60 * time.Second).Should(BeClosed())
-}
-
-func pidsOf(l *load) []string {
-	var out []string
-	for p := range l.pids {
-		out = append(out, p)
-	}
-	slices.Sort(out)
 	return out
 }

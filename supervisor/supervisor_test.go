@@ -3,6 +3,7 @@
 package supervisor_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -18,7 +19,9 @@ import (
 	"github.com/onsi/gomega/gbytes"
 	"golang.org/x/sys/unix"
 
+	"github.com/gracefulfd/graceful/graceful"
 	"github.com/gracefulfd/graceful/harness"
+	"github.com/gracefulfd/graceful/internal/svctest"
 	"github.com/gracefulfd/graceful/supervisor"
 )
 
@@ -45,7 +48,7 @@ var _ = Describe("a supervisor", func() {
 		g1 := r.serving(1)
 
 		stop := make(chan struct{})
-		l := dial(addr(g1), stop, 100000)
+		l := svctest.Dial("tcp", addr(g1), stop, 100000)
 		for n := 2; n <= 3; n++ {
 			By(fmt.Sprintf("restarting into generation %d", n))
 			g, err := restart(r)
@@ -55,13 +58,24 @@ var _ = Describe("a supervisor", func() {
 			Eventually(r.out).Should(gbytes.Say(fmt.Sprintf(`\[gen %d\] stopped\n`, n-1)))
 		}
 		close(stop)
-		l.wait()
-		Expect(l.refused).To(BeZero(), "connections refused")
-		Expect(l.failed).To(BeZero(), "connections without an answer")
-		Expect(l.answered).To(BeNumerically(">", 0))
+		l.Wait()
+		Expect(l.Refused).To(BeZero(), "connections refused")
+		Expect(l.Failed).To(BeZero(), "connections without an answer")
+		Expect(l.Answered).To(BeNumerically(">", 0))
 		st := r.status()
 		Expect(st.Restarts).To(Equal(2))
 		Expect(st.Retiring).To(BeEmpty())
+	})
+
+	It("refuses a runtime directory another supervisor runs with", func() {
+		r := start(supervisor.Config{})
+		r.serving(1)
+		_, err := supervisor.New(supervisor.Config{Path: service, Dir: r.Dir()})
+		Expect(err).To(MatchError(graceful.ErrAddrInUse))
+		Expect(err.Error()).To(ContainSubstring("another supervisor runs with " + r.Dir()))
+		Expect(r.status().Serving.N).To(Equal(1))
+		_, err = supervisor.RequestStatus(context.Background(), r.Dir())
+		Expect(err).NotTo(HaveOccurred(), "the first supervisor lost its control socket")
 	})
 
 	Describe("rollback", func() {
@@ -74,7 +88,7 @@ var _ = Describe("a supervisor", func() {
 			Expect(err.Error()).To(ContainSubstring("generation 2 exited before it was ready (exit status 3)"))
 			Expect(err.Error()).To(ContainSubstring("generation 1 serves on"))
 			Expect(r.status().Serving.N).To(Equal(1))
-			Expect(answer(addr(g1))).To(Equal(fmt.Sprintf("pid %d", g1.PID)))
+			Expect(svctest.Answer("tcp", addr(g1))).To(Equal(fmt.Sprintf("pid %d", g1.PID)))
 			Expect(r.status().Failed).To(Equal(1))
 		})
 
@@ -86,7 +100,7 @@ var _ = Describe("a supervisor", func() {
 			Expect(err).To(MatchError(supervisor.ErrRestartFailed))
 			Expect(err.Error()).To(ContainSubstring("generation 2 was not ready within 1s"))
 			Expect(r.status().Serving.N).To(Equal(1))
-			Expect(answer(addr(g1))).To(Equal(fmt.Sprintf("pid %d", g1.PID)))
+			Expect(svctest.Answer("tcp", addr(g1))).To(Equal(fmt.Sprintf("pid %d", g1.PID)))
 			Eventually(r.logs.with).WithArguments("generation exited").Should(ContainElement(HaveKeyWithValue("gen", int64(2))))
 		})
 	})
@@ -137,15 +151,15 @@ var _ = Describe("a supervisor", func() {
 			Eventually(func() []string { return r.status().Stored }).Should(Equal([]string{"tcp"}))
 
 			stop := make(chan struct{})
-			l := dial(addr(g1), stop, 100000)
+			l := svctest.Dial("tcp", addr(g1), stop, 100000)
 			Eventually(func() int { return r.status().Crashes }).Should(BeZero())
 			kill(r, g1)
 			g2 := r.serving(2)
 			Expect(addr(g2)).To(Equal(addr(g1)))
-			Expect(answer(addr(g2))).To(Equal(fmt.Sprintf("pid %d", g2.PID)))
+			Expect(svctest.Answer("tcp", addr(g2))).To(Equal(fmt.Sprintf("pid %d", g2.PID)))
 			close(stop)
-			l.wait()
-			Expect(l.refused).To(BeZero(), "connections refused")
+			l.Wait()
+			Expect(l.Refused).To(BeZero(), "connections refused")
 			Expect(r.status().Crashes).To(Equal(1))
 			died := r.logs.with("serving generation died")
 			Expect(died).To(HaveLen(1))
@@ -274,7 +288,7 @@ var _ = Describe("a supervisor", func() {
 			r := startMode("mainpid", supervisor.Config{}, "-exit-code", "7")
 			g := r.serving(1)
 			Expect(g.MainPID).NotTo(Equal(g.PID))
-			Expect(answer(addr(g))).To(Equal(fmt.Sprintf("pid %d", g.MainPID)))
+			Expect(svctest.Answer("tcp", addr(g))).To(Equal(fmt.Sprintf("pid %d", g.MainPID)))
 			r.Stop(syscall.SIGTERM)
 			Expect(r.wait().exit.Gen).To(Equal(1))
 			Expect(r.out).To(gbytes.Say(`\[gen 1\] stopped\n`))
@@ -300,19 +314,6 @@ func sigkill(r *running, g supervisor.Generation) {
 func panicking(r *running, g supervisor.Generation) {
 	GinkgoHelper()
 	Expect(r.Signal(syscall.SIGUSR1)).To(BeTrue())
-}
-
-// answer dials addr and returns the line it answers.
-func answer(addr string) string {
-	GinkgoHelper()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	Expect(err).NotTo(HaveOccurred())
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 64)
-	n, err := c.Read(buf)
-	Expect(err).NotTo(HaveOccurred())
-	return strings.TrimSpace(string(buf[:n]))
 }
 
 // listenerOf is the listening TCP socket process pid holds.

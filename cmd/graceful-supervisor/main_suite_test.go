@@ -4,13 +4,9 @@ package main_test
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +28,9 @@ func TestGracefulSupervisor(t *testing.T) {
 var gs, service string
 
 var _ = BeforeSuite(func() {
+	// Bounds for what must happen eventually, generous for a loaded machine;
+	// never a measure of speed.
+	SetDefaultEventuallyTimeout(30 * time.Second)
 	var err error
 	gs, err = gexec.Build("github.com/gracefulfd/graceful/cmd/graceful-supervisor")
 	Expect(err).NotTo(HaveOccurred())
@@ -104,48 +103,6 @@ func serving(dir string, n int) supervisor.Generation {
 	return g
 }
 
-// answer dials network/addr and returns the line the service answers.
-func answer(network, addr string) string {
-	GinkgoHelper()
-	c, err := net.DialTimeout(network, addr, 10*time.Second)
-	Expect(err).NotTo(HaveOccurred())
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 64)
-	n, err := c.Read(buf)
-	Expect(err).NotTo(HaveOccurred())
-	return strings.TrimSpace(string(buf[:n]))
-}
-
-// dialAll dials network/addr until stop is closed (at most max times) and
-// counts the refused connections; it returns when done is closed.
-func dialAll(network, addr string, stop <-chan struct{}, max int) (refused *int, done chan struct{}) {
-	refused, done = new(int), make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		buf := make([]byte, 64)
-		for i := 0; i < max; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			c, err := net.DialTimeout(network, addr, 10*time.Second)
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				*refused++
-			}
-			if err != nil {
-				continue
-			}
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.ReadAtLeast(c, buf, 1)
-			c.Close()
-		}
-	}()
-	return refused, done
-}
-
 // openToAll lets another user run the binaries built for the suite.
 func openToAll() {
 	GinkgoHelper()
@@ -156,5 +113,3 @@ func openToAll() {
 		}
 	}
 }
-
-func netDial(path string) (net.Conn, error) { return net.DialTimeout("unix", path, 10*time.Second) }

@@ -4,6 +4,7 @@ package main_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"github.com/onsi/gomega/gbytes"
 	"github.com/onsi/gomega/gexec"
 	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/internal/svctest"
 )
 
 var _ = Describe("graceful-supervisor", func() {
@@ -48,12 +51,12 @@ var _ = Describe("graceful-supervisor", func() {
 		Expect(r.ExitCode()).To(Equal(3))
 		Expect(r.Err).To(gbytes.Say(`restart refused: .*the first generation is starting; try again once it is ready`))
 		Expect(os.WriteFile(mode, nil, 0o600)).To(Succeed())
-		g := serving(filepath.Join(dir, "run"), 2) // after generation 1's ready timeout
+		serving(filepath.Join(dir, "run"), 2) // after generation 1's ready timeout
 
 		By("SIGHUP")
 		s.Signal(syscall.SIGHUP)
 		serving(filepath.Join(dir, "run"), 3)
-		Expect(unix.Kill(g.PID, 0)).To(Or(MatchError(unix.ESRCH), Succeed())) // retiring or gone
+		Eventually(s.Out).Should(gbytes.Say(`\[gen 2\] stopped`))
 
 		By("restart, successful")
 		r = restart()
@@ -151,13 +154,13 @@ var _ = Describe("graceful-supervisor", func() {
 			defer GinkgoRecover()
 			var line string
 			Eventually(func() error {
-				c, err := netDial(sock)
+				c, err := net.DialTimeout("unix", sock, svctest.Timeout)
 				if err == nil {
 					c.Close()
 				}
 				return err
 			}).WithTimeout(10 * time.Second).Should(Succeed())
-			line = answer("unix", sock)
+			line = svctest.Answer("unix", sock)
 			first <- line
 		}()
 		g1 := serving(run, 1)
@@ -166,13 +169,13 @@ var _ = Describe("graceful-supervisor", func() {
 
 		By("killing the serving generation while clients dial")
 		stop := make(chan struct{})
-		refused, done := dialAll("unix", sock, stop, 100000)
+		l := svctest.Dial("unix", sock, stop, 100000)
 		Expect(unix.Kill(g1.PID, syscall.SIGKILL)).To(Succeed())
 		g2 := serving(run, 2)
-		Expect(answer("unix", sock)).To(Equal(fmt.Sprintf("pid %d", g2.PID)))
+		Expect(svctest.Answer("unix", sock)).To(Equal(fmt.Sprintf("pid %d", g2.PID)))
 		close(stop)
-		Eventually(done).WithTimeout(60 * time.Second).Should(BeClosed())
-		Expect(*refused).To(BeZero(), "connections refused")
+		l.Wait()
+		Expect(l.Refused).To(BeZero(), "connections refused")
 	})
 })
 

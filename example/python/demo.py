@@ -122,9 +122,12 @@ def main() -> int:
     parser.add_argument("--handoff", default="/tmp/graceful-example.sock", help="graceful hand-off socket")
     args = parser.parse_args()
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # The stop signals are blocked before any thread starts (threads
+    # inherit the mask), and the main thread takes them with sigwait: a
+    # handler would not run while the main thread waits, if the kernel
+    # delivered the signal to another thread.
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
 
     ln = from_predecessor(args.handoff)
     how = "took it over"
@@ -152,11 +155,7 @@ def main() -> int:
     sd_notify(f"FDSTORE=1\nFDNAME={NAME}", [ln.fileno()])
     sd_notify(f"READY=1\nSTATUS=serving http on {addr}")
 
-    # A signal may be delivered to any thread; Python runs its handler in the
-    # main thread only once that thread runs bytecode again, and a wait
-    # without a timeout may never return to do so: wait in slices.
-    while not stop.wait(0.2):
-        pass
+    signal.sigwait(stops)
     sd_notify("STOPPING=1")
     handoff.close()
     httpd.shutdown()  # stops accepting: what is queued is the next generation's

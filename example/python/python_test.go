@@ -37,6 +37,9 @@ func TestPythonDemo(t *testing.T) {
 var gs, godemo, demo string
 
 var _ = BeforeSuite(func() {
+	// Bounds for what must happen eventually, generous for a loaded machine;
+	// never a measure of speed.
+	SetDefaultEventuallyTimeout(30 * time.Second)
 	if _, err := exec.LookPath("python3"); err != nil {
 		Skip("python3 is not installed")
 	}
@@ -164,22 +167,22 @@ var _ = Describe("the Python demo service", func() {
 		deploy(godemo)
 		restart()
 		serving(2)
-		Eventually(s.Out).Should(gbytes.Say(`\[gen 2\] serving http on \S+ \(took it over\)`))
-		Eventually(s.Out).Should(gbytes.Say(`\[gen 1\] stopped`)) // until then, both may answer
+		Eventually(s.Out).WithTimeout(30 * time.Second).Should(gbytes.Say(`\[gen 2\] serving http on \S+ \(took it over\)`))
+		Eventually(s.Out).WithTimeout(30 * time.Second).Should(gbytes.Say(`\[gen 1\] stopped`)) // until then, both may answer
 		Expect(get(url)).To(HavePrefix("hello from go pid "))
 
 		By("and back to Python")
 		deploy(demo)
 		restart()
 		g3 := serving(3)
-		Eventually(s.Out).Should(gbytes.Say(`\[gen 3\] serving http on \S+ \(took it over\)`))
-		Eventually(s.Out).Should(gbytes.Say(`\[gen 2\] stopped`))
+		Eventually(s.Out).WithTimeout(30 * time.Second).Should(gbytes.Say(`\[gen 3\] serving http on \S+ \(took it over\)`))
+		Eventually(s.Out).WithTimeout(30 * time.Second).Should(gbytes.Say(`\[gen 2\] stopped`))
 		Expect(get(url)).To(HavePrefix("hello from python pid "))
 
 		By("killing the Python generation: the next one gets the stored listener from the supervisor")
 		Expect(unix.Kill(g3.PID, syscall.SIGKILL)).To(Succeed())
 		serving(4)
-		Eventually(s.Out).Should(gbytes.Say(`\[gen 4\] serving http on \S+ \(took it over\)`))
+		Eventually(s.Out).WithTimeout(30 * time.Second).Should(gbytes.Say(`\[gen 4\] serving http on \S+ \(took it over\)`))
 		Expect(get(url)).To(HavePrefix("hello from python pid "))
 
 		close(stop)
