@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/report"
@@ -34,15 +33,7 @@ func (l *TCPEchoLoad) Name() string { return TCP }
 
 // Run runs the clients until ctx ends.
 func (l *TCPEchoLoad) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for i := range l.cfg.clients() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.client(ctx, i)
-		}()
-	}
-	wg.Wait()
+	l.cfg.runClients(func(i int) { l.client(ctx, i) })
 }
 
 func (l *TCPEchoLoad) client(ctx context.Context, id int) {

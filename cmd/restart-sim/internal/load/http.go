@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,15 +66,7 @@ func (l *HTTPLoad) Name() string { return l.name }
 
 // Run runs the clients until ctx ends.
 func (l *HTTPLoad) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for i := range l.cfg.clients() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.client(ctx, i)
-		}()
-	}
-	wg.Wait()
+	l.cfg.runClients(func(i int) { l.client(ctx, i) })
 }
 
 func (l *HTTPLoad) client(ctx context.Context, id int) {

@@ -42,6 +42,20 @@ type Config struct {
 
 func (c Config) clients() int { return max(c.Clients, 1) }
 
+// runClients runs client(0) ... client(clients-1) at once and waits for
+// them all.
+func (c Config) runClients(client func(id int)) {
+	var wg sync.WaitGroup
+	for i := range c.clients() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client(i)
+		}()
+	}
+	wg.Wait()
+}
+
 func (c Config) timeout() time.Duration {
 	if c.Timeout > 0 {
 		return c.Timeout

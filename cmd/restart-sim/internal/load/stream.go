@@ -17,8 +17,9 @@ import (
 // exchanges numbered frames on it (see package proto). The connections are
 // handed from generation to generation with their state; a connection that
 // breaks is a failure, counted, after which the client goes on with a new
-// one (starting again at frame 0). Besides, a dialer opens a new connection for every frame, so that
-// the listener is checked throughout the run, not only at the start.
+// one (starting again at frame 0). Besides, a dialer opens a new connection
+// for every frame, so that the listener is checked throughout the run, not
+// only at the start.
 type StreamLoad struct {
 	addr   string
 	cfg    Config

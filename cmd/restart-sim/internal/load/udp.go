@@ -61,15 +61,7 @@ func (l *UDPLoad) Name() string { return UDP }
 
 // Run runs the clients until ctx ends.
 func (l *UDPLoad) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for i := range l.cfg.clients() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.client(ctx, uint32(i))
-		}()
-	}
-	wg.Wait()
+	l.cfg.runClients(func(i int) { l.client(ctx, uint32(i)) })
 }
 
 // udpClient is one client's bookkeeping: which datagrams were answered,
