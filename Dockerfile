@@ -30,7 +30,7 @@ ARG GO_IMAGE=golang:1.26
 FROM scratch AS prebuilt
 COPY cmd/restart-sim/REPORT.md bin/docke[r] /
 ENV TMPDIR=/tmp
-USER 65534:65534
+USER 65532:65532
 ENTRYPOINT ["/restart-sim"]
 
 # build: the binary built from source in the official Go image.
@@ -41,10 +41,12 @@ RUN CGO_ENABLED=0 go build -trimpath -o /out/restart-sim ./cmd/restart-sim && \
 	cp cmd/restart-sim/REPORT.md /out/ && mkdir -m 1777 /out/tmp
 
 # image: the default target, the same layout as prebuilt. restart-sim runs
-# as user 65534 (nobody), with the hand-off sockets and the shared file in
-# /tmp.
+# as an unprivileged user, 65532, with the hand-off sockets and the shared
+# file in /tmp. Not 65534 (nobody): that is the kernel's overflow id, which
+# graceful's default peer check refuses (it is what an unmapped user looks
+# like from a user namespace).
 FROM scratch AS image
 COPY --from=build /out/ /
 ENV TMPDIR=/tmp
-USER 65534:65534
+USER 65532:65532
 ENTRYPOINT ["/restart-sim"]
