@@ -147,6 +147,9 @@ func (r *Report) writeLoads(p *printer) {
 	if r.Restarts.Crashes > 0 {
 		var parts []string
 		for _, l := range r.Loads {
+			if l.Name == "file" {
+				continue // the lines are written by the service: nothing to refuse
+			}
 			c := l.DuringCrashes
 			part := fmt.Sprintf("%s %d refused", l.Name, c.FailedBy[Refused.String()])
 			if others := c.Failed - c.FailedBy[Refused.String()]; others > 0 {
