@@ -85,6 +85,24 @@
 // waits twice as long as the one before, from MinBackoff up to MaxBackoff.
 // A generation that served longer than that starts the count again.
 //
+// # Events
+//
+// Config.Events follows the service as a program would: it is called with
+// an Event for every step of every generation (started, ready, retiring,
+// exited or died, with the exit status), every restart (requested,
+// restarted, or failed and rolled back, with the error that says why),
+// every crash-loop wait, every change of the store and every STATUS=.
+// Each EventKind's documentation says what it means and what follows it.
+// A restart that takes over reports, in order:
+//
+//	restart-requested (the old generation), started, ready, restarted
+//	(the new one), retiring, exited (the old one)
+//
+// The callback runs on a goroutine of its own, in the order of the events:
+// it may call Status, Restart or Stop, and the supervisor goes on while it
+// runs (events wait for it in memory). The log messages of Config.Logger
+// are for people and may change; events are the interface for programs.
+//
 // # PID 1 and the terminal
 //
 // With Config.ReapOrphans (set by the command, and forced when the process

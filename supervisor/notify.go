@@ -186,6 +186,7 @@ func (st *state) notified(m note) {
 			fdname = v
 		case "STATUS":
 			g.Status = v
+			st.emit(Event{Kind: EventStatus, Gen: g.Generation})
 			if g == st.serving {
 				st.upstream(graceful.NotifyStatus(st.statusLine()))
 			}
@@ -214,6 +215,9 @@ func (st *state) notified(m note) {
 	case fdstore && len(m.fds) > 0:
 		added := st.store.add(fdname, m.fds, st.s.cfg.FdStoreMax, log)
 		log.Info("descriptors stored", "gen", g.N, "name", fdname, "new", len(added), "sent", len(m.fds))
+		if len(added) > 0 {
+			st.emit(Event{Kind: EventStored, Gen: g.Generation, Stored: st.store.names()})
+		}
 		if st.s.cfg.Upstream && len(added) > 0 {
 			if _, err := graceful.SdNotifyWithFds(added, "FDSTORE=1", "FDNAME="+fdname); err != nil {
 				log.Warn("cannot pass stored descriptors on to the service manager", "err", err)
@@ -228,6 +232,9 @@ func (st *state) notified(m note) {
 	if fdremove {
 		n := st.store.remove(fdname)
 		log.Info("stored descriptors removed", "gen", g.N, "name", fdname, "count", n)
+		if n > 0 {
+			st.emit(Event{Kind: EventStored, Gen: g.Generation, Stored: st.store.names()})
+		}
 		st.upstream("FDSTOREREMOVE=1", "FDNAME="+fdname)
 	}
 	if ready {
@@ -263,6 +270,7 @@ func (st *state) mainPID(g *gen, v string) {
 	}
 	g.MainPID, g.mainFd = pid, fd
 	log.Info("generation's main process changed", "gen", g.N, "main_pid", pid)
+	st.emit(Event{Kind: EventMainPID, Gen: g.Generation})
 }
 
 // extend moves a starting generation's ready deadline.

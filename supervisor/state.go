@@ -25,6 +25,7 @@ type gen struct {
 	proc     *process
 	mainFd   int  // pidfd of MainPID when it is not PID, or -1
 	procDone bool // PID has been reaped
+	restart  bool // started by a restart
 	waiters  []chan restartResult
 	timer    interface{ Stop() bool } // ready deadline, then stop deadline
 }
@@ -66,6 +67,7 @@ func (st *state) finished() bool { return st.stopping && len(st.gens) == 0 }
 func (st *state) startFirst() error {
 	g, err := st.spawn()
 	if err != nil {
+		st.emit(Event{Kind: EventStartFailed, Gen: st.unstarted(), Err: err})
 		return fmt.Errorf("supervisor: cannot start %w", err)
 	}
 	st.starting = g
@@ -94,17 +96,27 @@ func (st *state) spawn() (*gen, error) {
 	g.PID, g.MainPID, g.Started = p.pid, p.pid, time.Now()
 	st.gens[g.N] = g
 	s.log.Info("generation started", "gen", g.N, "pid", g.PID, "fds", len(fds))
+	st.emit(Event{Kind: EventStarted, Time: g.Started, Gen: g.Generation})
 	g.timer = time.AfterFunc(s.cfg.ReadyTimeout, func() {
 		s.post(func() { st.readyTimeout(g, s.cfg.ReadyTimeout) })
 	})
 	return g, nil
 }
 
+// unstarted is the generation spawn could not start, for its event: its
+// number goes to the next one started.
+func (st *state) unstarted() Generation {
+	return Generation{N: st.next + 1, State: failed}
+}
+
+// emit hands e to Config.Events; it never blocks.
+func (st *state) emit(e Event) { st.s.events.emit(e) }
+
 func (st *state) readyTimeout(g *gen, d time.Duration) {
 	if g != st.starting || g.State != starting {
 		return
 	}
-	st.startFailed(g, fmt.Sprintf("generation %d was not ready within %v", g.N, d))
+	st.startFailed(g, fmt.Errorf("generation %d was not ready within %v", g.N, d))
 }
 
 // requestRestart starts a restart, queues it behind the one in progress,
@@ -131,19 +143,23 @@ func (st *state) requestRestart(res chan restartResult) {
 }
 
 func (st *state) beginRestart(waiters []chan restartResult) {
+	st.emit(Event{Kind: EventRestartRequested, Gen: st.serving.Generation})
 	st.upstream(graceful.NotifyReloading(), graceful.NotifyStatus(fmt.Sprintf("restarting: generation %d serves", st.serving.N)))
 	g, err := st.spawn()
 	if err != nil {
 		st.failedRestarts++
 		st.upstream(graceful.NotifyReady)
+		err = fmt.Errorf("%w: %w; generation %d serves on", ErrRestartFailed, err, st.serving.N)
 		for _, w := range waiters {
-			w <- restartResult{err: fmt.Errorf("%w: %w; generation %d serves on", ErrRestartFailed, err, st.serving.N)}
+			w <- restartResult{err: err}
 		}
 		st.s.log.Error("restart failed", "err", err)
+		st.emit(Event{Kind: EventRestartFailed, Gen: st.unstarted(), Err: err})
+		st.emit(Event{Kind: EventRolledBack, Gen: st.serving.Generation, Err: err})
 		st.runPending()
 		return
 	}
-	g.waiters = waiters
+	g.waiters, g.restart = waiters, true
 	st.starting = g
 }
 
@@ -181,10 +197,14 @@ func (st *state) ready(g *gen) {
 	g.State = serving
 	st.closeHandoff()
 	s.log.Info("generation ready", "gen", g.N, "pid", g.PID, "after", g.Ready.Sub(g.Started).Round(time.Microsecond))
+	st.emit(Event{Kind: EventReady, Time: g.Ready, Gen: g.Generation})
 	for _, w := range g.waiters {
 		w <- restartResult{gen: g.Generation}
 	}
 	g.waiters = nil
+	if g.restart {
+		st.emit(Event{Kind: EventRestarted, Gen: g.Generation})
+	}
 	if prev != nil {
 		st.restarts++
 		st.retire(prev, s.cfg.StopSignal)
@@ -197,6 +217,7 @@ func (st *state) ready(g *gen) {
 // retire signals g, which handed over, to stop.
 func (st *state) retire(g *gen, sig syscall.Signal) {
 	g.State = retiring
+	st.emit(Event{Kind: EventRetiring, Gen: g.Generation})
 	st.stopGeneration(g, sig)
 }
 
@@ -222,7 +243,7 @@ func (st *state) stopGeneration(g *gen, sig syscall.Signal) {
 }
 
 // startFailed kills a generation that did not become ready.
-func (st *state) startFailed(g *gen, reason string) {
+func (st *state) startFailed(g *gen, reason error) {
 	s := st.s
 	g.timer.Stop()
 	g.State = failed
@@ -231,20 +252,27 @@ func (st *state) startFailed(g *gen, reason string) {
 	st.starting = nil
 	if st.serving != nil {
 		st.failedRestarts++
-		err := fmt.Errorf("%w: %s; it was killed and generation %d serves on", ErrRestartFailed, reason, st.serving.N)
+		err := fmt.Errorf("%w: %w; it was killed and generation %d serves on", ErrRestartFailed, reason, st.serving.N)
 		s.log.Error("restart failed, rolled back", "gen", g.N, "reason", reason, "serving", st.serving.N)
 		for _, w := range g.waiters {
 			w <- restartResult{err: err}
 		}
+		st.emit(Event{Kind: EventRestartFailed, Gen: g.Generation, Err: err})
+		st.emit(Event{Kind: EventRolledBack, Gen: st.serving.Generation, Err: err})
 		st.upstream(graceful.NotifyReady, graceful.NotifyStatus(st.statusLine()))
 		st.runPending()
 		return
 	}
-	err := fmt.Errorf("%w: %s, and no generation serves", ErrRestartFailed, reason)
+	err := fmt.Errorf("%w: %w, and no generation serves", ErrRestartFailed, reason)
 	for _, w := range g.waiters {
 		w <- restartResult{err: err}
 	}
 	s.log.Error("generation failed to start", "gen", g.N, "reason", reason)
+	if g.restart {
+		st.emit(Event{Kind: EventRestartFailed, Gen: g.Generation, Err: err})
+	} else {
+		st.emit(Event{Kind: EventStartFailed, Gen: g.Generation, Err: reason})
+	}
 	st.scheduleStart()
 }
 
@@ -257,6 +285,7 @@ func (st *state) scheduleStart() {
 	st.crashes++
 	d := backoff(st.crashes, st.s.cfg.MinBackoff, st.s.cfg.MaxBackoff)
 	st.s.log.Info("starting the next generation", "after", d, "failures", st.crashes)
+	st.emit(Event{Kind: EventBackoff, Wait: d})
 	if d == 0 {
 		st.startReplacement()
 		return
@@ -272,6 +301,7 @@ func (st *state) startReplacement() {
 	g, err := st.spawn()
 	if err != nil {
 		st.s.log.Error("cannot start a generation", "err", err)
+		st.emit(Event{Kind: EventStartFailed, Gen: st.unstarted(), Err: err})
 		st.scheduleStart()
 		return
 	}
@@ -315,6 +345,7 @@ func (st *state) exited(e procExit) {
 		if e.reaped {
 			st.orphans++
 			st.s.log.Debug("reaped an orphan", "pid", e.pid, "exit", e.exit)
+			st.emit(Event{Kind: EventOrphan, Gen: Generation{PID: e.pid}, Exit: e.exit})
 		}
 		return
 	}
@@ -350,15 +381,18 @@ func (st *state) ended(g *gen, exit Exit) {
 	}
 	switch {
 	case g == st.starting:
-		st.startFailed(g, fmt.Sprintf("generation %d exited before it was ready (%s)", g.N, exit))
+		st.emit(Event{Kind: EventExited, Gen: g.Generation, Exit: exit})
+		st.startFailed(g, fmt.Errorf("generation %d exited before it was ready (%s)", g.N, exit))
 	case g == st.serving:
 		st.serving = nil
 		if st.stopping {
 			s.log.Info("generation stopped", "gen", g.N, "exit", exit)
+			st.emit(Event{Kind: EventExited, Gen: g.Generation, Exit: exit})
 			return
 		}
 		st.crashCount++
 		s.log.Error("serving generation died", "gen", g.N, "pid", g.PID, "exit", exit, "served", time.Since(g.Ready).Round(time.Millisecond))
+		st.emit(Event{Kind: EventDied, Gen: g.Generation, Exit: exit})
 		if time.Since(g.Ready) > max(s.cfg.MaxBackoff, stableAfter) {
 			st.crashes = 0 // it had served long enough: not a loop
 		}
@@ -371,6 +405,7 @@ func (st *state) ended(g *gen, exit Exit) {
 		st.runPending()
 	default:
 		s.log.Info("generation exited", "gen", g.N, "state", g.State, "exit", exit)
+		st.emit(Event{Kind: EventExited, Gen: g.Generation, Exit: exit})
 	}
 }
 
@@ -381,6 +416,11 @@ func (st *state) stop(sig syscall.Signal) {
 		st.stopping = true
 		st.stopGen = st.serving
 		s.log.Info("stopping", "signal", sig)
+		var serving Generation
+		if st.serving != nil {
+			serving = st.serving.Generation
+		}
+		st.emit(Event{Kind: EventStopping, Gen: serving})
 		st.upstream(graceful.NotifyStopping)
 		if st.backoff != nil {
 			st.backoff.Stop()
@@ -395,10 +435,14 @@ func (st *state) stop(sig syscall.Signal) {
 	if g := st.starting; g != nil {
 		g.timer.Stop()
 		g.State = failed
+		err := fmt.Errorf("%w: generation %d killed before it was ready", ErrStopping, g.N)
 		for _, w := range g.waiters {
-			w <- restartResult{err: fmt.Errorf("%w: generation %d killed before it was ready", ErrStopping, g.N)}
+			w <- restartResult{err: err}
 		}
 		g.waiters = nil
+		if g.restart {
+			st.emit(Event{Kind: EventRestartFailed, Gen: g.Generation, Err: err})
+		}
 		st.starting = nil
 		g.proc.killGroup()
 		st.killMain(g)

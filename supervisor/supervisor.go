@@ -114,8 +114,17 @@ type Config struct {
 	// prefixed with "[gen N] "; nil discards it. Writes are whole lines,
 	// from other goroutines, one at a time.
 	Stdout, Stderr io.Writer
-	// Logger receives the supervisor's own messages; nil means none.
+	// Logger receives the supervisor's own messages, for people; nil
+	// means none. Programs follow Events instead: the messages may change.
 	Logger *slog.Logger
+	// Events, when set, is called with every Event (see the package
+	// documentation), in order and one at a time, on a goroutine of the
+	// supervisor's that does nothing else: the supervisor never waits for
+	// it, and it may call the Supervisor's methods (Status, Restart,
+	// Stop). Events that happen meanwhile wait for it in memory, without
+	// bound: it should return promptly. Run returns after it has returned
+	// for the last event.
+	Events func(Event)
 }
 
 // Generation describes one generation.
@@ -130,7 +139,7 @@ type Generation struct {
 	State string `json:"state"`
 	// Status is the generation's last STATUS= text.
 	Status string `json:"status,omitempty"`
-	// Started is when it was started, Ready when it said READY=1.
+	// Started is when it was started, Ready when it first said READY=1.
 	Started time.Time `json:"started"`
 	Ready   time.Time `json:"ready,omitzero"`
 }
@@ -160,7 +169,9 @@ type Status struct {
 type Exit struct {
 	// Gen is the generation, 0 when none was serving.
 	Gen int
-	// Code is its exit code, or -1 when a signal ended it.
+	// Code is its exit code, or -1 when a signal ended it, or when the
+	// status is unknown (Signal is 0 then): a main process named with
+	// MAINPID= is not the supervisor's child, and only its end is seen.
 	Code int
 	// Signal is the signal that ended it, or 0.
 	Signal syscall.Signal
@@ -201,6 +212,7 @@ type Supervisor struct {
 	ran   sync.Once
 
 	outputs outputs // the copies of the generations' output
+	events  *events // to Config.Events
 
 	st state // owned by Run's goroutine
 }
@@ -260,10 +272,11 @@ func New(cfg Config) (*Supervisor, error) {
 
 	s := &Supervisor{
 		cfg: cfg, log: log,
-		ops:   make(chan func()),
-		exits: make(chan procExit, 16),
-		notes: make(chan note, 16),
-		quit:  make(chan struct{}),
+		ops:    make(chan func()),
+		exits:  make(chan procExit, 16),
+		notes:  make(chan note, 16),
+		quit:   make(chan struct{}),
+		events: newEvents(cfg.Events),
 	}
 	var err error
 	if s.dir, s.tempDir, err = privateDir(cfg.Dir); err != nil {
@@ -297,14 +310,16 @@ func (s *Supervisor) Dir() string { return s.dir }
 // Run starts the first generation and supervises the service until ctx
 // ends (which stops it like Stop(SIGTERM)) or Stop is called, and every
 // generation has exited. It returns how the generation that was serving
-// at the stop ended. An error means the service could not run at all: the
-// first generation could not be started. Run may be called once.
+// at the stop ended, once Config.Events has had the last event. An error
+// means the service could not run at all: the first generation could not
+// be started. Run may be called once.
 func (s *Supervisor) Run(ctx context.Context) (Exit, error) {
 	first := false
 	s.ran.Do(func() { first = true })
 	if !first {
 		return Exit{}, errors.New("supervisor: Run called twice")
 	}
+	go s.events.run()
 	defer s.cleanup()
 
 	if s.cfg.ReapOrphans && os.Getpid() != 1 {
@@ -412,6 +427,7 @@ func (s *Supervisor) cleanup() {
 	s.st.closeHandoff()
 	s.outputs.wait(2 * time.Second)
 	s.closeSockets()
+	s.events.close() // after quit: a callback's calls return at once
 }
 
 func (s *Supervisor) closeSockets() {

@@ -78,6 +78,7 @@ type running struct {
 	*supervisor.Supervisor
 	out, errs *gbytes.Buffer
 	logs      *records
+	events    *eventLog
 	result    chan runResult
 	modeFile  string
 }
@@ -88,7 +89,8 @@ type runResult struct {
 }
 
 // start runs a supervisor of the test service with args; cfg's Path,
-// Args, Stdout, Stderr and Logger are filled in. It is stopped (SIGTERM)
+// Args, Stdout, Stderr and Logger are filled in, and its events recorded
+// (before cfg.Events, if set, sees them). It is stopped (SIGTERM)
 // at the end of the spec if still running.
 func start(cfg supervisor.Config, args ...string) *running {
 	GinkgoHelper()
@@ -99,7 +101,7 @@ func start(cfg supervisor.Config, args ...string) *running {
 func startMode(mode string, cfg supervisor.Config, args ...string) *running {
 	GinkgoHelper()
 	r := &running{
-		out: gbytes.NewBuffer(), errs: gbytes.NewBuffer(), logs: &records{},
+		out: gbytes.NewBuffer(), errs: gbytes.NewBuffer(), logs: &records{}, events: &eventLog{},
 		result:   make(chan runResult, 1),
 		modeFile: filepath.Join(GinkgoT().TempDir(), "mode"),
 	}
@@ -110,6 +112,13 @@ func startMode(mode string, cfg supervisor.Config, args ...string) *running {
 	cfg.Stdout = io.MultiWriter(r.out, GinkgoWriter)
 	cfg.Stderr = io.MultiWriter(r.errs, GinkgoWriter)
 	cfg.Logger = slog.New(r.logs)
+	theirs := cfg.Events
+	cfg.Events = func(e supervisor.Event) {
+		r.events.add(e)
+		if theirs != nil {
+			theirs(e)
+		}
+	}
 	r.mode(mode)
 	var err error
 	r.Supervisor, err = supervisor.New(cfg)
@@ -208,6 +217,84 @@ func (h *records) with(msg string) []map[string]any {
 		attrs := map[string]any{}
 		r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.Any(); return true })
 		out = append(out, attrs)
+	}
+	return out
+}
+
+// eventLog keeps every event of a supervisor, for specs that check what it
+// reported.
+type eventLog struct {
+	mu   sync.Mutex
+	list []supervisor.Event
+}
+
+func (l *eventLog) add(e supervisor.Event) {
+	l.mu.Lock()
+	l.list = append(l.list, e)
+	l.mu.Unlock()
+	line := fmt.Sprintf("[event] %s gen=%d pid=%d state=%s", e.Kind, e.Gen.N, e.Gen.PID, e.Gen.State)
+	switch e.Kind {
+	case supervisor.EventExited, supervisor.EventDied, supervisor.EventOrphan:
+		line += " exit=" + e.Exit.String()
+	case supervisor.EventBackoff:
+		line += " wait=" + e.Wait.String()
+	}
+	if e.Err != nil {
+		line += " err=" + e.Err.Error()
+	}
+	fmt.Fprintln(GinkgoWriter, line)
+}
+
+// all returns the events so far, in order.
+func (l *eventLog) all() []supervisor.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]supervisor.Event(nil), l.list...)
+}
+
+// find returns the events of kind about generation n.
+func (l *eventLog) find(kind supervisor.EventKind, n int) []supervisor.Event {
+	var out []supervisor.Event
+	for _, e := range l.all() {
+		if e.Kind == kind && e.Gen.N == n {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// one waits until there is an event of kind about generation n, and
+// returns the first.
+func (l *eventLog) one(kind supervisor.EventKind, n int) supervisor.Event {
+	GinkgoHelper()
+	Eventually(l.find).WithArguments(kind, n).ShouldNot(BeEmpty(), "no %s event for generation %d", kind, n)
+	return l.find(kind, n)[0]
+}
+
+// waits returns the wait of every EventBackoff so far, in order.
+func (l *eventLog) waits() []time.Duration {
+	var out []time.Duration
+	for _, e := range l.all() {
+		if e.Kind == supervisor.EventBackoff {
+			out = append(out, e.Wait)
+		}
+	}
+	return out
+}
+
+// steps names the events so far, in order, as "kind N" ("backoff WAIT"
+// for waits), without EventStatus: each generation of the test service
+// says STATUS= once, which specs check on its own.
+func (l *eventLog) steps() []string {
+	var out []string
+	for _, e := range l.all() {
+		switch e.Kind {
+		case supervisor.EventStatus:
+		case supervisor.EventBackoff:
+			out = append(out, fmt.Sprintf("%s %v", e.Kind, e.Wait))
+		default:
+			out = append(out, fmt.Sprintf("%s %d", e.Kind, e.Gen.N))
+		}
 	}
 	return out
 }

@@ -56,6 +56,9 @@ var _ = Describe("a supervisor", func() {
 			Expect(g.N).To(Equal(n))
 			Expect(addr(g)).To(Equal(addr(g1)), "generation %d does not serve the same listener", n)
 			Eventually(r.out).Should(gbytes.Say(fmt.Sprintf(`\[gen %d\] stopped\n`, n-1)))
+			// Generation n places its hand-off socket once n-1 has let go
+			// of the path: the next one would find none there before.
+			Eventually(dialUnix).WithArguments(handoff).Should(Succeed(), "generation %d does not serve its hand-off socket", n)
 		}
 		close(stop)
 		l.Wait()
@@ -78,32 +81,40 @@ var _ = Describe("a supervisor", func() {
 		Expect(err).NotTo(HaveOccurred(), "the first supervisor lost its control socket")
 	})
 
-	Describe("rollback", func() {
-		It("kills a new generation that exits before it is ready; the serving one goes on", func() {
-			r := start(supervisor.Config{})
+	DescribeTable("rolls back: kills a new generation that does not become ready; the serving one goes on, and the events say so in order",
+		func(mode string, cfg supervisor.Config, reason string, steps []string, state string, exit supervisor.Exit) {
+			r := start(cfg)
 			g1 := r.serving(1)
-			r.mode("exit")
+			r.mode(mode)
 			_, err := restart(r)
 			Expect(err).To(MatchError(supervisor.ErrRestartFailed))
-			Expect(err.Error()).To(ContainSubstring("generation 2 exited before it was ready (exit status 3)"))
+			Expect(err.Error()).To(ContainSubstring(reason))
 			Expect(err.Error()).To(ContainSubstring("generation 1 serves on"))
 			Expect(r.status().Serving.N).To(Equal(1))
 			Expect(svctest.Answer("tcp", addr(g1))).To(Equal(fmt.Sprintf("pid %d", g1.PID)))
 			Expect(r.status().Failed).To(Equal(1))
-		})
 
-		It("kills a new generation that is not ready within ReadyTimeout; the serving one goes on", func() {
-			r := start(supervisor.Config{ReadyTimeout: time.Second})
-			g1 := r.serving(1)
-			r.mode("hang")
-			_, err := restart(r)
-			Expect(err).To(MatchError(supervisor.ErrRestartFailed))
-			Expect(err.Error()).To(ContainSubstring("generation 2 was not ready within 1s"))
-			Expect(r.status().Serving.N).To(Equal(1))
-			Expect(svctest.Answer("tcp", addr(g1))).To(Equal(fmt.Sprintf("pid %d", g1.PID)))
-			Eventually(r.logs.with).WithArguments("generation exited").Should(ContainElement(HaveKeyWithValue("gen", int64(2))))
-		})
-	})
+			By("reporting the new generation's end, the restart's error and the generation that serves on")
+			Eventually(r.events.steps).Should(Equal(append([]string{"started 1", "ready 1"}, steps...)))
+			started := r.events.one(supervisor.EventStarted, 2)
+			exited := r.events.one(supervisor.EventExited, 2)
+			Expect(exited.Gen).To(And(HaveField("PID", started.Gen.PID), HaveField("State", state)))
+			Expect(exited.Exit).To(Equal(exit))
+			failed := r.events.one(supervisor.EventRestartFailed, 2)
+			Expect(failed.Gen.PID).To(Equal(started.Gen.PID))
+			Expect(failed.Err).To(MatchError(supervisor.ErrRestartFailed))
+			Expect(failed.Err).To(MatchError(err.Error()), "the event's error is not what Restart returned")
+			back := r.events.one(supervisor.EventRolledBack, 1)
+			Expect(back.Gen).To(And(HaveField("PID", g1.PID), HaveField("State", "serving")))
+			Expect(back.Err).To(BeIdenticalTo(failed.Err))
+		},
+		Entry("it exits before it is ready", "exit", supervisor.Config{}, "generation 2 exited before it was ready (exit status 3)",
+			[]string{"restart-requested 1", "started 2", "exited 2", "restart-failed 2", "rolled-back 1"},
+			"starting", supervisor.Exit{Gen: 2, Code: 3}),
+		Entry("it is not ready within ReadyTimeout, and is killed", "hang", supervisor.Config{ReadyTimeout: time.Second}, "generation 2 was not ready within 1s",
+			[]string{"restart-requested 1", "started 2", "restart-failed 2", "rolled-back 1", "exited 2"},
+			"failed", supervisor.Exit{Gen: 2, Code: -1, Signal: syscall.SIGKILL}),
+	)
 
 	It("refuses a restart before the first generation is ready, and queues one asked for during a restart", func() {
 		r := startMode("hang", supervisor.Config{ReadyTimeout: time.Second})
@@ -138,8 +149,8 @@ var _ = Describe("a supervisor", func() {
 		Expect(g.N).To(Equal(4))
 	})
 
-	DescribeTable("recovers from the death of the serving generation with its stored listener: no connection refused",
-		func(handoff bool, kill func(r *running, g supervisor.Generation), exit string) {
+	DescribeTable("recovers from the death of the serving generation with its stored listener: no connection refused, and the events say so in order",
+		func(handoff bool, kill func(r *running, g supervisor.Generation), exit supervisor.Exit) {
 			var cfg supervisor.Config
 			args := []string{"-fdstore"}
 			if handoff {
@@ -161,14 +172,23 @@ var _ = Describe("a supervisor", func() {
 			l.Wait()
 			Expect(l.Refused).To(BeZero(), "connections refused")
 			Expect(r.status().Crashes).To(Equal(1))
-			died := r.logs.with("serving generation died")
-			Expect(died).To(HaveLen(1))
-			Expect(fmt.Sprint(died[0]["exit"])).To(Equal(exit))
+
+			By("reporting the death with its exit status, the wait, and the successor")
+			// Generation 2 stores the same listener again: the store does
+			// not change, and no event says it did.
+			Eventually(r.events.steps).Should(Equal([]string{
+				"started 1", "stored 1", "ready 1", "died 1", "backoff 0s", "started 2", "ready 2",
+			}))
+			Expect(r.events.one(supervisor.EventStored, 1).Stored).To(Equal([]string{"tcp"}))
+			died := r.events.one(supervisor.EventDied, 1)
+			Expect(died.Gen).To(And(HaveField("PID", g1.PID), HaveField("State", "serving")))
+			Expect(died.Exit).To(Equal(exit))
+			Expect(r.events.one(supervisor.EventStarted, 2).Gen.PID).To(Equal(g2.PID))
 		},
-		Entry("SIGKILL, stored descriptors by socket activation", false, sigkill, "killed by signal killed"),
-		Entry("a panic, stored descriptors by socket activation", false, panicking, "exit status 2"),
-		Entry("SIGKILL, stored descriptors by the graceful protocol", true, sigkill, "killed by signal killed"),
-		Entry("a panic, stored descriptors by the graceful protocol", true, panicking, "exit status 2"),
+		Entry("SIGKILL, stored descriptors by socket activation", false, sigkill, supervisor.Exit{Gen: 1, Code: -1, Signal: syscall.SIGKILL}),
+		Entry("a panic, stored descriptors by socket activation", false, panicking, supervisor.Exit{Gen: 1, Code: 2}),
+		Entry("SIGKILL, stored descriptors by the graceful protocol", true, sigkill, supervisor.Exit{Gen: 1, Code: -1, Signal: syscall.SIGKILL}),
+		Entry("a panic, stored descriptors by the graceful protocol", true, panicking, supervisor.Exit{Gen: 1, Code: 2}),
 	)
 
 	It("backs off a crash loop, doubling the wait up to MaxBackoff", func() {
@@ -176,13 +196,9 @@ var _ = Describe("a supervisor", func() {
 		r.serving(1)
 		r.mode("crash-after-ready")
 		Expect(r.Signal(syscall.SIGUSR1)).To(BeTrue())
-		Eventually(func() int { return len(r.logs.with("starting the next generation")) }).WithTimeout(20 * time.Second).Should(BeNumerically(">=", 6))
-		var waits []time.Duration
-		for _, rec := range r.logs.with("starting the next generation")[:6] {
-			waits = append(waits, rec["after"].(time.Duration))
-		}
+		Eventually(func() int { return len(r.events.waits()) }).WithTimeout(20 * time.Second).Should(BeNumerically(">=", 6))
 		ms := time.Millisecond
-		Expect(waits).To(Equal([]time.Duration{0, 50 * ms, 100 * ms, 200 * ms, 400 * ms, 400 * ms}))
+		Expect(r.events.waits()[:6]).To(Equal([]time.Duration{0, 50 * ms, 100 * ms, 200 * ms, 400 * ms, 400 * ms}))
 	})
 
 	Describe("the descriptor store", func() {
@@ -296,6 +312,16 @@ var _ = Describe("a supervisor", func() {
 		})
 	})
 })
+
+// dialUnix connects to the unix socket at path, and hangs up before the
+// first byte (which a graceful.Server does not count as a session).
+func dialUnix(path string) error {
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
 
 // sendNotify sends state with fd attached to the notify socket at path.
 func sendNotify(path, state string, fd int) {
