@@ -3,7 +3,6 @@ package bench_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,7 +194,7 @@ func newSupervised(b *testing.B, gen string) *supervised {
 		Dir:        filepath.Join(dir, "run"),
 		Handoff:    path,
 		Stderr:     os.Stderr,
-		Logger:     slog.New(ev),
+		Events:     ev.note,
 		MinBackoff: time.Nanosecond,
 		MaxBackoff: time.Nanosecond,
 	})
@@ -251,33 +250,19 @@ func (s *supervised) crash() (time.Duration, error) {
 	return time.Since(start), err
 }
 
-// events is a slog.Handler that passes on which generation became ready
-// and which exited, from the supervisor's log.
+// events passes on which generation became ready and which retiring one
+// exited, from the supervisor's events.
 type events struct {
 	ready, exited chan int64
 }
 
-func (e *events) Enabled(context.Context, slog.Level) bool { return true }
-func (e *events) WithAttrs([]slog.Attr) slog.Handler       { return e }
-func (e *events) WithGroup(string) slog.Handler            { return e }
-func (e *events) Handle(_ context.Context, r slog.Record) error {
-	var to chan int64
-	switch r.Message {
-	case "generation ready":
-		to = e.ready
-	case "generation exited":
-		to = e.exited
-	default:
-		return nil
+func (e *events) note(ev supervisor.Event) {
+	switch {
+	case ev.Kind == supervisor.EventReady:
+		e.ready <- int64(ev.Gen.N)
+	case ev.Kind == supervisor.EventExited && ev.Gen.State == "retiring":
+		e.exited <- int64(ev.Gen.N)
 	}
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "gen" {
-			to <- a.Value.Int64()
-			return false
-		}
-		return true
-	})
-	return nil
 }
 
 func (e *events) waitReady(n int64) error  { return waitFor(e.ready, n, "ready") }

@@ -2,14 +2,10 @@
 
 // Package service runs the service under test, the demo service or a
 // program of the user's, under the project's supervisor (package
-// supervisor), and records each generation's life for the report: when it
-// started, became ready and exited, and how.
-//
-// The supervisor has no event API: its log records are the events. A
-// slog.Handler reads the messages the supervisor documents in its code
-// ("generation started", "generation ready", "serving generation died",
-// ...), and forwards them, from warnings up (everything with Verbose), to
-// the log writer.
+// supervisor), and records each generation's life for the report from the
+// supervisor's events (supervisor.Config.Events): when it started, became
+// ready and exited, and how. The supervisor's log messages go, from
+// warnings up (everything with Verbose), to the log writer.
 package service
 
 import (
@@ -60,11 +56,12 @@ type Gen struct {
 	Exit    string    // "exit status 0", "killed by signal ..."
 	OK      bool      // exited with status 0
 	// State is what the generation was when it exited: "starting",
-	// "serving" or "retiring".
+	// "serving", "retiring" or "failed" (killed after a failed start).
 	State string
 	// Died: it was serving and exited on its own.
 	Died bool
-	// Failed says why it was removed when it did not take over.
+	// Failed says why it was removed when it did not take over (the
+	// supervisor's error).
 	Failed string
 }
 
@@ -101,7 +98,8 @@ func Start(cfg Config) (*Service, error) {
 		Path: cfg.Path, Args: cfg.Args, Env: cfg.Env, Dir: cfg.Dir, Handoff: cfg.Handoff,
 		ReadyTimeout: cfg.ReadyTimeout, StopTimeout: cfg.StopTimeout, FdStoreMax: store,
 		ReapOrphans: true, Stdout: cfg.Output, Stderr: cfg.Output,
-		Logger: slog.New(&events{s: s, out: slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level})}),
+		Logger: slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level})),
+		Events: s.note,
 	})
 	if err != nil {
 		return nil, err
@@ -157,15 +155,27 @@ func (s *Service) Gen(n int) (Gen, bool) {
 // matching supervisor.ErrRestartFailed when the new generation was removed
 // and the serving one went on.
 func (s *Service) Restart(d time.Duration) (Gen, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	deadline := time.Now().Add(d)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	g, err := s.sup.Restart(ctx)
 	if err != nil {
 		return Gen{}, err
 	}
-	// The event of its readiness has been handled before Restart returned:
-	// the supervisor logs it on the goroutine that answers Restart.
-	got, _ := s.Gen(g.N)
+	// Its ready event was queued before Restart returned, and is delivered
+	// on the supervisor's event goroutine: wait for it, so that Serving
+	// names the new generation from now on.
+	var got Gen
+	s.await(func() bool {
+		if n := s.gens[g.N]; n != nil && !n.Ready.IsZero() {
+			got = *n
+			return true
+		}
+		return false
+	}, time.Until(deadline))
+	if got.N == 0 { // not seen in time: what the supervisor said
+		got = Gen{N: g.N, PID: g.PID, MainPID: g.MainPID, Started: g.Started, Ready: g.Ready, State: g.State}
+	}
 	return got, nil
 }
 
@@ -281,89 +291,38 @@ func (s *Service) await(cond func() bool, d time.Duration) bool {
 	}
 }
 
-// note applies one supervisor event.
-func (s *Service) note(r slog.Record, attrs map[string]slog.Value) {
-	n := int(intOf(attrs["gen"]))
+// note applies one supervisor event; the supervisor calls it, in order,
+// on a goroutine of its own.
+func (s *Service) note(e supervisor.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g := s.gens[n]
-	switch r.Message {
-	case "generation started":
-		pid := int(intOf(attrs["pid"]))
-		g = &Gen{N: n, PID: pid, MainPID: pid, Started: r.Time}
-		s.gens[n] = g
-	case "generation's main process changed":
+	g := s.gens[e.Gen.N]
+	switch e.Kind {
+	case supervisor.EventStarted:
+		g = &Gen{N: e.Gen.N, PID: e.Gen.PID, MainPID: e.Gen.MainPID, Started: e.Gen.Started}
+		s.gens[g.N] = g
+	case supervisor.EventMainPID:
 		if g != nil {
-			g.MainPID = int(intOf(attrs["main_pid"]))
+			g.MainPID = e.Gen.MainPID
 		}
-	case "generation ready":
+	case supervisor.EventReady:
 		if g != nil {
-			g.Ready = r.Time
+			g.Ready = e.Gen.Ready
 		}
-	case "serving generation died", "generation exited", "generation stopped":
+	case supervisor.EventExited, supervisor.EventDied:
 		if g != nil {
-			g.Exited = r.Time
-			exit, _ := attrs["exit"].Any().(supervisor.Exit)
-			g.Exit, g.OK = exit.String(), exit.Code == 0 && exit.Signal == 0
-			g.State = "serving"
-			if v, ok := attrs["state"]; ok {
-				g.State = v.String()
-			}
-			g.Died = r.Message == "serving generation died"
+			g.Exited, g.Exit, g.OK = e.Time, e.Exit.String(), e.Exit.Code == 0 && e.Exit.Signal == 0
+			g.State, g.Died = e.Gen.State, e.Kind == supervisor.EventDied
 		}
-	case "restart failed, rolled back", "generation failed to start":
-		if g != nil {
-			g.Failed = attrs["reason"].String()
+	case supervisor.EventStartFailed, supervisor.EventRestartFailed:
+		if g != nil && e.Err != nil {
+			g.Failed = e.Err.Error()
 		}
-	case "reaped an orphan":
+	case supervisor.EventOrphan:
 		s.orphans++
 	default:
 		return
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
-}
-
-func intOf(v slog.Value) int64 {
-	switch v.Kind() {
-	case slog.KindInt64:
-		return v.Int64()
-	case slog.KindUint64:
-		return int64(v.Uint64())
-	}
-	return -1
-}
-
-// events is the supervisor's slog.Handler: every record is an event for
-// the Service, and goes on to out.
-type events struct {
-	s     *Service
-	out   slog.Handler
-	attrs []slog.Attr
-}
-
-func (h *events) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *events) Handle(ctx context.Context, r slog.Record) error {
-	attrs := map[string]slog.Value{}
-	for _, a := range h.attrs {
-		attrs[a.Key] = a.Value.Resolve()
-	}
-	r.Attrs(func(a slog.Attr) bool {
-		attrs[a.Key] = a.Value.Resolve()
-		return true
-	})
-	h.s.note(r, attrs)
-	if h.out.Enabled(ctx, r.Level) {
-		return h.out.Handle(ctx, r)
-	}
-	return nil
-}
-
-func (h *events) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &events{s: h.s, out: h.out.WithAttrs(attrs), attrs: append(slices.Clone(h.attrs), attrs...)}
-}
-
-func (h *events) WithGroup(name string) slog.Handler {
-	return &events{s: h.s, out: h.out.WithGroup(name), attrs: h.attrs}
 }

@@ -3,9 +3,7 @@
 package service
 
 import (
-	"bytes"
-	"context"
-	"log/slog"
+	"errors"
 	"syscall"
 	"testing"
 	"time"
@@ -21,50 +19,54 @@ func TestService(t *testing.T) {
 	RunSpecs(t, "restart-sim service")
 }
 
-var _ = Describe("the supervisor's log records, read as events", func() {
-	var (
-		s   *Service
-		log *slog.Logger
-		out bytes.Buffer
-	)
+var _ = Describe("the supervisor's events", func() {
+	var s *Service
 	BeforeEach(func() {
-		out.Reset()
 		s = &Service{done: make(chan struct{}), gens: map[int]*Gen{}, changed: make(chan struct{})}
-		log = slog.New(&events{s: s, out: slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelWarn})})
 	})
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	event := func(kind supervisor.EventKind, n, pid int, state string) supervisor.Event {
+		return supervisor.Event{Kind: kind, Time: at, Gen: supervisor.Generation{
+			N: n, PID: pid, MainPID: pid, State: state, Started: at, Ready: at.Add(time.Millisecond),
+		}}
+	}
 
 	It("follow each generation from its start to its exit", func() {
-		log.Info("generation started", "gen", 1, "pid", 100, "fds", 0)
-		log.Info("generation ready", "gen", 1, "pid", 100, "after", time.Millisecond)
+		s.note(event(supervisor.EventStarted, 1, 100, "starting"))
+		s.note(event(supervisor.EventReady, 1, 100, "serving"))
 		g, ok := s.Serving()
 		Expect(ok).To(BeTrue())
-		Expect(g.N).To(Equal(1))
-		Expect(g.PID).To(Equal(100))
+		Expect(g).To(And(HaveField("N", 1), HaveField("PID", 100), HaveField("Started", at), HaveField("Ready", at.Add(time.Millisecond))))
 
-		log.Info("generation started", "gen", 2, "pid", 200, "fds", 1)
+		s.note(event(supervisor.EventStarted, 2, 200, "starting"))
 		g, ok = s.Starting(1, time.Second)
 		Expect(ok).To(BeTrue())
 		Expect(g.PID).To(Equal(200))
-		log.Info("generation ready", "gen", 2, "pid", 200, "after", time.Millisecond)
-		log.Info("generation exited", "gen", 1, "state", "retiring", "exit", supervisor.Exit{Gen: 1})
+		s.note(event(supervisor.EventReady, 2, 200, "serving"))
+		exited := event(supervisor.EventExited, 1, 100, "retiring")
+		exited.Exit = supervisor.Exit{Gen: 1}
+		s.note(exited)
 		g, ok = s.AwaitExit(1, time.Second)
 		Expect(ok).To(BeTrue())
-		Expect(g).To(And(HaveField("OK", true), HaveField("State", "retiring"), HaveField("Exit", "exit status 0")))
+		Expect(g).To(And(HaveField("OK", true), HaveField("State", "retiring"), HaveField("Exit", "exit status 0"), HaveField("Exited", at)))
 		g, _ = s.Serving()
 		Expect(g.N).To(Equal(2))
 
-		By("a crash, logged as an error, reaches the log writer too")
-		log.Error("serving generation died", "gen", 2, "pid", 200, "exit", supervisor.Exit{Gen: 2, Code: -1, Signal: syscall.SIGKILL})
+		By("a crash")
+		died := event(supervisor.EventDied, 2, 200, "serving")
+		died.Exit = supervisor.Exit{Gen: 2, Code: -1, Signal: syscall.SIGKILL}
+		s.note(died)
 		g, _ = s.Gen(2)
 		Expect(g).To(And(HaveField("Died", true), HaveField("OK", false), HaveField("Exit", "killed by signal killed")))
 		_, ok = s.Serving()
 		Expect(ok).To(BeFalse())
-		Expect(out.String()).To(ContainSubstring("serving generation died"))
-		Expect(out.String()).NotTo(ContainSubstring("generation started"), "info records are not forwarded unless verbose")
 
-		log.Info("generation started", "gen", 3, "pid", 300, "fds", 4)
-		log.Error("restart failed, rolled back", "gen", 3, "reason", "generation 3 was not ready within 1s", "serving", 2)
-		log.Debug("reaped an orphan", "pid", 301, "exit", supervisor.Exit{})
+		By("a failed start, and an orphan")
+		s.note(event(supervisor.EventStarted, 3, 300, "starting"))
+		failed := event(supervisor.EventStartFailed, 3, 300, "failed")
+		failed.Err = errors.New("generation 3 was not ready within 1s")
+		s.note(failed)
+		s.note(supervisor.Event{Kind: supervisor.EventOrphan, Gen: supervisor.Generation{PID: 301}})
 		g, _ = s.Gen(3)
 		Expect(g.Failed).To(Equal("generation 3 was not ready within 1s"))
 		Expect(s.Orphans()).To(Equal(1))
@@ -72,17 +74,19 @@ var _ = Describe("the supervisor's log records, read as events", func() {
 	})
 
 	It("follow the main process a generation names with MAINPID=", func() {
-		log.Info("generation started", "gen", 1, "pid", 100, "fds", 0)
-		log.Info("generation's main process changed", "gen", 1, "main_pid", 101)
+		s.note(event(supervisor.EventStarted, 1, 100, "starting"))
+		mainPID := event(supervisor.EventMainPID, 1, 100, "starting")
+		mainPID.Gen.MainPID = 101
+		s.note(mainPID)
 		g, _ := s.Gen(1)
 		Expect([]int{g.PID, g.MainPID}).To(Equal([]int{100, 101}))
 	})
 
-	It("keep attributes given to With", func() {
-		log.With("gen", 7).Info("generation started", "pid", 700)
-		g, ok := s.Gen(7)
-		Expect(ok).To(BeTrue())
-		Expect(g.PID).To(Equal(700))
+	It("ignore a restart whose generation could not be started", func() {
+		failed := event(supervisor.EventRestartFailed, 4, 0, "failed")
+		failed.Err = supervisor.ErrRestartFailed
+		s.note(failed)
+		Expect(s.Generations()).To(BeEmpty())
 	})
 
 	It("wait no longer than told", func() {
@@ -90,11 +94,5 @@ var _ = Describe("the supervisor's log records, read as events", func() {
 		_, ok := s.AwaitExit(9, 50*time.Millisecond)
 		Expect(ok).To(BeFalse())
 		Expect(time.Since(start)).To(BeNumerically("<", 10*time.Second))
-		Expect(s.events().Enabled(context.Background(), slog.LevelDebug)).To(BeTrue())
 	})
 })
-
-// events returns the handler s is fed by, for Enabled.
-func (s *Service) events() slog.Handler {
-	return &events{s: s, out: slog.NewTextHandler(&bytes.Buffer{}, nil)}
-}

@@ -68,8 +68,11 @@ func (r *runner) generations(exit supervisor.Exit) ([]report.Generation, map[int
 			Gen: g.N, PID: g.PID, Fault: r.faultOf[g.N], Exit: g.Exit, FdsAfterHandoff: -1, FdsAtExit: -1,
 			Served: map[string]int64{}, Serves: map[string]string{},
 		}
-		if rec.Exit == "" {
+		switch {
+		case rec.Exit == "":
 			rec.Exit = g.Failed
+		case g.Failed != "":
+			rec.Exit += "; " + g.Failed
 		}
 		if n, ok := r.fdsAtReady[g.N]; ok {
 			rec.FdsAfterHandoff = n
