@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,6 +167,47 @@ var _ = Describe("the example web server", func() {
 		Expect(l.fail).To(BeZero(), "failed requests: %v", l.errs)
 		Expect(l.pids).To(HaveLen(6))
 		By("served " + strconv.Itoa(l.ok) + " requests across 5 restarts")
+	})
+})
+
+var _ = Describe("the example web server, restarted at once", func() {
+	It("queues a SIGHUP that comes before it serves, and hands over once its hand-off socket is up", func() {
+		dir, err := os.MkdirTemp("", "gfex")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(os.RemoveAll, dir)
+		cmd := exec.Command(binary, "-addr", "127.0.0.1:0", "-socket", filepath.Join(dir, "s"))
+		session, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
+		Expect(err).NotTo(HaveOccurred())
+		pid := cmd.Process.Pid
+
+		By("sending SIGHUP at its first word, before its hand-off socket is up and it says it serves")
+		// (The Go runtime handles SIGHUP from the start, so /proc cannot
+		// tell when the program asked for it: its first log line, written
+		// after signal.Notify, can.)
+		Eventually(session.Err).WithTimeout(10 * time.Second).Should(gbytes.Say("first start"))
+		Expect(syscall.Kill(pid, syscall.SIGHUP)).To(Succeed())
+
+		By("waiting for a successor to take over, and the first instance to drain and exit")
+		Eventually(session.Err).WithTimeout(30 * time.Second).Should(gbytes.Say(`\[pid (\d+)\] \S+ \S+ took over`))
+		m := regexp.MustCompile(`\[pid (\d+)\] \S+ \S+ took over`).FindStringSubmatch(string(session.Err.Contents()))
+		next, err := strconv.Atoi(m[1])
+		Expect(err).NotTo(HaveOccurred())
+		Expect(next).NotTo(Equal(pid))
+		output := func() string { return string(session.Err.Contents()) }
+		Eventually(output).WithTimeout(10 * time.Second).Should(MatchRegexp(`\[pid %d\] \S+ \S+ drained, exiting`, pid))
+		Eventually(func() error { return unix.Kill(pid, 0) }).WithTimeout(10 * time.Second).Should(MatchError(unix.ESRCH))
+		Expect(string(session.Err.Contents())).NotTo(ContainSubstring("address already in use"))
+
+		By("stopping the successor: the session ends once it has, with the first instance's status 0")
+		Expect(syscall.Kill(next, syscall.SIGTERM)).To(Succeed())
+		Eventually(func() error {
+			_, err := unix.Wait4(next, nil, unix.WNOHANG, nil)
+			if err != nil {
+				return err
+			}
+			return unix.Kill(next, 0)
+		}).WithTimeout(30 * time.Second).Should(HaveOccurred())
+		Eventually(session).WithTimeout(10 * time.Second).Should(gexec.Exit(0))
 	})
 })
 

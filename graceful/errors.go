@@ -151,11 +151,36 @@ func peerError(payload []byte) error {
 }
 
 // shouldTell reports whether the peer needs an ERROR frame to learn that
-// the session failed: not when it closed, and not when it said so itself.
+// the session failed. Not when it closed; not when it said so itself, even
+// in an ERROR frame that breaks a rule (an ERROR is never answered, ERR-3);
+// not when a deadline passed (no code names a deadline: the connection is
+// just closed, TRN-8); and not when it began another session where READY
+// was due (RDY-2).
 func shouldTell(err error) bool {
-	var remote remoteError
-	return !errors.Is(err, io.EOF) && !errors.Is(err, ErrPeerClosed) && !errors.As(err, &remote)
+	var (
+		remote remoteError
+		quiet  unanswered
+		again  *helloWhereReady
+	)
+	return !errors.Is(err, io.EOF) && !errors.Is(err, ErrPeerClosed) && !errors.Is(err, os.ErrDeadlineExceeded) &&
+		!errors.As(err, &remote) && !errors.As(err, &quiet) && !errors.As(err, &again)
 }
+
+// unanswered is a failure caused by a broken ERROR frame of the peer's:
+// the peer is not answered (ERR-3).
+type unanswered struct{ error }
+
+func (u unanswered) Unwrap() error { return u.error }
+
+// helloWhereReady ends a session whose receiver said HELLO where READY was
+// due: it holds the set, is not ready, and begins another session on the
+// connection with hello (RDY-2, RDY-5).
+type helloWhereReady struct{ hello wire.Hello }
+
+func (*helloWhereReady) Error() string {
+	return ErrNotReady.Error() + ": HELLO where READY was due: the receiver begins another session"
+}
+func (*helloWhereReady) Unwrap() error { return ErrNotReady }
 
 // codeOf picks the ERROR code that tells the peer why we stop.
 func codeOf(err error) wire.Code {
@@ -182,6 +207,13 @@ func codeOf(err error) wire.Code {
 // package's sentinel in front of the codec's detail, which names the rule
 // or the limit broken.
 func protocolError(err error) error {
+	if errors.Is(err, wire.ErrBadErrorFrame) {
+		return unanswered{mapWireError(err)}
+	}
+	return mapWireError(err)
+}
+
+func mapWireError(err error) error {
 	for _, m := range []struct{ from, to error }{
 		{wire.ErrTooLarge, ErrTooLarge},
 		{wire.ErrMalformed, ErrMalformed},

@@ -128,6 +128,56 @@ var _ = Describe("a receiver facing a broken sender", func() {
 		}),
 	)
 
+	// silentEnd runs a Client session against script and checks, once it
+	// has failed with want, that it wrote nothing after HELLO: no ERROR
+	// frame, only the end of the stream when its side is closed.
+	silentEnd := func(want error, script func(p *rawPeer)) {
+		GinkgoHelper()
+		a, b := socketPair()
+		handed := 0
+		result := make(chan error, 1)
+		go func() {
+			result <- client.ReceiveFrom(a, func(fd int, _ io.Reader) error {
+				handed++
+				return os.NewFile(uintptr(fd), "received").Close()
+			})
+		}()
+		p := newRawPeer(b)
+		defer p.close()
+		welcomed(p)
+		script(p)
+		var err error
+		Eventually(result).WithTimeout(10 * time.Second).Should(Receive(&err))
+		Expect(err).To(MatchError(want))
+		Expect(handed).To(BeZero())
+		Expect(a.Close()).To(Succeed())
+		p.expectClosed() // an ERROR frame here fails
+	}
+
+	It("closes without an ERROR when the sender goes silent: no code names a deadline (TRN-8)", func() {
+		silentEnd(os.ErrDeadlineExceeded, func(p *rawPeer) {
+			p.send(wire.AppendBatch(wire.AppendWelcome(nil, 1), records(1)), pipeFds(1)...)
+		})
+	})
+
+	DescribeTable("never answers an ERROR frame that breaks a rule, and fails (ERR-3)",
+		func(frame func() []byte) {
+			silentEnd(graceful.ErrMalformed, func(p *rawPeer) {
+				p.send(append(wire.AppendBatch(wire.AppendWelcome(nil, 1), records(2)), frame()...), pipeFds(2)...)
+			})
+		},
+		Entry("non-zero flags", func() []byte {
+			b := wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeSenderFailed, Message: "x"})
+			b[1] = 4
+			return b
+		}),
+		Entry("a message length that does not fit", func() []byte {
+			b := wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeSenderFailed, Message: "four"})
+			b[wire.HeaderSize+3] = 2 // says 2 bytes, 4 follow
+			return b
+		}),
+	)
+
 	It("closes the descriptors the callback has not taken when it refuses one, and tells the sender", func() {
 		fds := pipeFds(5)
 		a, b := socketPair()

@@ -188,4 +188,30 @@ var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 		Expect(err).To(HaveOccurred(), "the peer is gone, but b itself must still be open")
 		Expect(err).NotTo(MatchError(net.ErrClosed))
 	})
+
+	It("serves a HELLO where READY is due as the next session; the first is reported not ready (RDY-2, RDY-5)", func() {
+		fds := pipeFds(2)
+		srv := &graceful.Server{Handler: graceful.SequenceHandler(graceful.FdHandler(fds[0], nil), graceful.FdHandler(fds[1], nil))}
+		done := make(chan error, 4)
+		srv.Done = func(err error) { done <- err }
+		a, b := socketPair()
+		defer a.Close()
+		defer b.Close()
+		served := make(chan error, 1)
+		go func() { served <- srv.ServeConn(b) }()
+
+		// ReceiveAllFrom acknowledges each set and asks for the next at
+		// once, without READY: each HELLO comes where READY is due.
+		var set []got
+		result := make(chan error, 1)
+		go func() { result <- graceful.ReceiveAllFrom(a, collect(&set)) }()
+		Eventually(done).Should(Receive(MatchError(graceful.ErrNotReady)))
+		Eventually(done).Should(Receive(MatchError(graceful.ErrNotReady)))
+		Expect(a.Close()).To(Succeed()) // ends ReceiveAllFrom's wait too
+		Eventually(result).Should(Receive())
+		Expect(len(set)).To(BeNumerically(">=", 4), "two sessions or more, two descriptors each")
+		Expect(set[2].id).To(Equal(identityOf(fds[0])))
+		Expect(set[3].id).To(Equal(identityOf(fds[1])))
+		Eventually(served).Should(Receive())
+	})
 })

@@ -304,12 +304,20 @@ func serveSet(conn *net.UnixConn, cfg senderConfig, fill func(net.Conn, Response
 		return nil
 	}
 
-	f, err = fc.next(wire.TypesOf(wire.TypeReady, wire.TypeError), cfg.readyTimeout, false)
+	f, err = fc.next(wire.TypesOf(wire.TypeReady, wire.TypeError, wire.TypeHello), cfg.readyTimeout, false)
 	switch {
 	case err != nil:
 		return fmt.Errorf("%w: %w", ErrNotReady, closedBefore("READY", err))
 	case f.Header.Type == wire.TypeError:
 		return fmt.Errorf("%w: %w", ErrNotReady, peerError(f.Payload))
+	case f.Header.Type == wire.TypeHello:
+		// The receiver holds the set and asks again: the session ends
+		// not ready, and the HELLO begins the next one (RDY-2, RDY-5).
+		hello, err := wire.ParseHello(f.Payload)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrNotReady, protocolError(err))
+		}
+		return &helloWhereReady{hello}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@
 package graceful_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -176,6 +177,60 @@ var _ = Describe("a sender facing a broken or unwelcome receiver", func() {
 	It("gives up on a receiver that never says HELLO, at the deadline", func() {
 		dialRaw(addr)
 		Eventually(done).WithTimeout(5 * time.Second).Should(Receive(MatchError(os.ErrDeadlineExceeded)))
+	})
+
+	It("closes without an ERROR when a deadline passes: no code names a deadline (TRN-8)", func() {
+		p := dialRaw(addr)
+		p.send(hello())
+		Expect(readSet(p)).To(Equal(uint32(1)))
+		Eventually(done).WithTimeout(5 * time.Second).Should(Receive(MatchError(os.ErrDeadlineExceeded)))
+		p.expectClosed() // an ERROR frame here would fail: closed, nothing said
+	})
+
+	DescribeTable("never answers an ERROR frame that breaks a rule, and ends the session (ERR-3)",
+		func(atACK bool, frame func() []byte) {
+			p := dialRaw(addr)
+			if atACK {
+				p.send(hello())
+				Expect(readSet(p)).To(Equal(uint32(1)))
+			}
+			p.send(frame())
+			Eventually(done).Should(Receive(MatchError(graceful.ErrMalformed)))
+			p.expectClosed()
+		},
+		Entry("non-zero flags, where HELLO is due", false, func() []byte {
+			b := wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeRejected, Message: "x"})
+			b[1] = 1
+			return b
+		}),
+		Entry("descriptors declared, where HELLO is due", false, func() []byte {
+			b := wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeRejected, Message: "x"})
+			b[3] = 2
+			return b
+		}),
+		Entry("a message length that does not fit, where ACK is due", true, func() []byte {
+			b := wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeRejected, Message: "four"})
+			b[wire.HeaderSize+3] = 9 // says 9 bytes, 4 follow
+			return b
+		}),
+		Entry("a message over 1024 bytes, where ACK is due", true, func() []byte {
+			b := wire.AppendHeader(nil, wire.Header{Type: wire.TypeError, Length: 4 + wire.MaxErrorText + 1})
+			b = binary.BigEndian.AppendUint16(b, uint16(wire.CodeRejected))
+			b = binary.BigEndian.AppendUint16(b, wire.MaxErrorText+1)
+			return append(b, make([]byte, wire.MaxErrorText+1)...)
+		}),
+	)
+
+	It("takes a HELLO where READY is due as the start of another session: the first is not ready, and the connection is closed without a word (RDY-2, RDY-5)", func() {
+		p := dialRaw(addr)
+		p.send(hello())
+		Expect(readSet(p)).To(Equal(uint32(1)))
+		p.send(append(wire.AppendCount(nil, wire.TypeAck, 1), hello()...))
+		var err error
+		Eventually(done).Should(Receive(&err))
+		Expect(err).To(MatchError(graceful.ErrNotReady))
+		Expect(err).NotTo(MatchError(graceful.ErrMalformed))
+		p.expectClosed()
 	})
 
 	It("tells the receiver of a rejected set, and reports it", func() {

@@ -437,8 +437,10 @@ func (s *Server) report(peer PeerCred, err error, claimed bool) {
 // checks those it accepts; for the duration of the call, conn refuses
 // descriptors (SO_PASSRIGHTS, where the kernel has it). Each session sends
 // what Handler writes, one set at a time with the Server's other
-// sessions. conn stays open and the caller's: no byte after the last
-// session is read, and no deadline is left on it.
+// sessions. A HELLO that comes where READY is due ends that session as not
+// ready (ErrNotReady) and begins the next one; a Server's own connections
+// are closed then instead. conn stays open and the caller's: no byte after
+// the last session is read, and no deadline is left on it.
 func (s *Server) ServeConn(conn net.Conn) error {
 	uc, err := unixConn(conn)
 	if err != nil {
@@ -455,8 +457,9 @@ func (s *Server) ServeConn(conn net.Conn) error {
 	defer refuseRights(uc)()
 	defer uc.SetDeadline(time.Time{})
 	var buf [helloSize]byte // one for every session
+	var next *wire.Hello    // a HELLO read where READY was due
 	for sessions := 0; ; sessions++ {
-		claimed, err := s.serveOnConn(uc, &buf)
+		claimed, err := s.serveOnConn(uc, &buf, next)
 		// A receiver that closes between sessions is ending the
 		// connection, not failing a session: that is not reported.
 		if errors.Is(err, io.EOF) {
@@ -466,23 +469,33 @@ func (s *Server) ServeConn(conn net.Conn) error {
 			return opError("serve", addr, fmt.Errorf("%w: closed before HELLO", ErrPeerClosed))
 		}
 		s.report(cred, err, claimed)
+		next = nil
+		var again *helloWhereReady
+		if errors.As(err, &again) {
+			next = &again.hello
+			continue
+		}
 		if err != nil {
 			return opError("serve", addr, err)
 		}
 	}
 }
 
-// serveOnConn runs one session of ServeConn.
-func (s *Server) serveOnConn(uc *net.UnixConn, buf *[helloSize]byte) (claimed bool, err error) {
+// serveOnConn runs one session of ServeConn, from hello when the previous
+// session read it already.
+func (s *Server) serveOnConn(uc *net.UnixConn, buf *[helloSize]byte, hello *wire.Hello) (claimed bool, err error) {
 	cfg := s.config(time.Now())
 	cfg.exact = true
+	if hello != nil {
+		return s.offer(uc, *hello, cfg)
+	}
 	deadline, bySession := helloDeadline(cfg)
-	hello, err := readHelloInto(uc, buf, cfg.timeout, deadline, bySession)
+	h, err := readHelloInto(uc, buf, cfg.timeout, deadline, bySession)
 	if err != nil {
 		tell(uc, err, cfg.timeout)
 		return false, err
 	}
-	return s.offer(uc, hello, cfg)
+	return s.offer(uc, h, cfg)
 }
 
 // connAddr names a caller's connection in errors: the address it is

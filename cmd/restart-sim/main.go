@@ -1,8 +1,10 @@
 //go:build linux
 
-// Command restart-sim runs the graceful demo service under load, restarts
-// it again and again, and reports what was lost. See REPORT.md for the JSON
-// report and `restart-sim -h` for the flags.
+// Command restart-sim runs a service under the graceful supervisor, under
+// load, restarts it again and again, and reports what was lost: the
+// built-in demo service, or yours (restart-sim [flags] -http URL --
+// ./server args). See REPORT.md for the report and `restart-sim -h` for
+// the flags.
 package main
 
 import (
@@ -10,9 +12,17 @@ import (
 
 	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/generation"
 	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/sim"
+	"github.com/gracefulfd/graceful/supervisor"
 )
 
 func main() {
+	// The supervisor starts a generation that gets descriptors by socket
+	// activation through this executable (it sets LISTEN_PID, then runs
+	// the service in the same process).
+	if err := supervisor.ExecShim(); err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		os.Exit(127)
+	}
 	if len(os.Args) > 1 && os.Args[1] == generation.Command {
 		os.Exit(generation.Main(os.Args[2:]))
 	}

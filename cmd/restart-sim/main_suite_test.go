@@ -3,6 +3,7 @@
 package main_test
 
 import (
+	"strings"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -15,14 +16,18 @@ func TestRestartSim(t *testing.T) {
 	RunSpecs(t, "restart-sim end to end")
 }
 
-var binary string
+// binary is restart-sim; example the example web server, a service of
+// the user's for restart-sim to drive.
+var binary, example string
 
 var _ = SynchronizedBeforeSuite(func() []byte {
 	path, err := gexec.Build("github.com/gracefulfd/graceful/cmd/restart-sim", buildFlags...)
 	Expect(err).NotTo(HaveOccurred())
-	return []byte(path)
-}, func(path []byte) {
-	binary = string(path)
+	ex, err := gexec.Build("github.com/gracefulfd/graceful/example", buildFlags...)
+	Expect(err).NotTo(HaveOccurred())
+	return []byte(path + "\n" + ex)
+}, func(paths []byte) {
+	binary, example, _ = strings.Cut(string(paths), "\n")
 })
 
 var _ = SynchronizedAfterSuite(func() {

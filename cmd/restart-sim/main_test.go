@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +33,7 @@ const runTimeout = 90 * time.Second
 func start(args ...string) (*gexec.Session, string) {
 	GinkgoHelper()
 	jsonPath := filepath.Join(GinkgoT().TempDir(), "report.json")
-	cmd := exec.Command(binary, append(args, "-json", jsonPath)...)
+	cmd := exec.Command(binary, append([]string{"-json", jsonPath}, args...)...)
 	session, err := gexec.Start(cmd, GinkgoWriter, GinkgoWriter)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { session.Kill().Wait(10 * time.Second) })
@@ -57,6 +58,17 @@ func validate(doc []byte) error {
 		return err
 	}
 	return sch.Validate(inst)
+}
+
+// freeTCP returns a loopback address with a port the kernel has just
+// given out.
+func freeTCP() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // childrenOf lists the children of process pid.
@@ -137,7 +149,7 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 		By("checking that every generation took over and served")
 		Expect(r.Generations).To(HaveLen(6))
 		for i, g := range r.Generations {
-			Expect(g.Gen).To(Equal(i))
+			Expect(g.Gen).To(Equal(i + 1))
 			want := report.Retired
 			if i == 5 {
 				want = report.Final
@@ -177,10 +189,11 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 			Expect(faulty.Error).NotTo(BeEmpty())
 
 			By("checking the faulty generation was removed and the one it tried to replace served on")
-			faultyGen := r.Generations[faulty.Gen]
+			faultyGen := r.Generations[faulty.Gen-1]
+			Expect(faultyGen.Gen).To(Equal(faulty.Gen))
 			Expect(faultyGen.Outcome).To(Equal(report.RolledBack))
 			Expect(faultyGen.Served).To(BeEmpty())
-			kept := r.Generations[faulty.From]
+			kept := r.Generations[faulty.From-1]
 			Expect(kept.Outcome).To(Equal(report.Retired))
 			next := r.Restarts.Attempts[faulty.Index] // the attempt after the fault
 			Expect(next.From).To(Equal(faulty.From))
@@ -211,10 +224,10 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 		Expect(r.Supervisor.GenerationsReaped).To(Equal(len(r.Generations)))
 	})
 
-	It("fails, with exit status 1, when the serving generation dies", func() {
+	It("fails, with exit status 1, when the serving generation dies without an injected fault", func() {
 		session, jsonPath := start("-restarts", "3", "-interval", "100ms", "-baseline", "1s", "-concurrency", "1")
 		Eventually(session.Err).WithTimeout(runTimeout).Should(gbytes.Say("baseline phase"))
-		By("killing generation 0 behind the supervisor's back")
+		By("killing generation 1 behind restart-sim's back: the supervisor replaces it, but the run fails")
 		children := childrenOf(session.Command.Process.Pid)
 		Expect(children).To(HaveLen(1))
 		Expect(syscall.Kill(children[0], syscall.SIGKILL)).To(Succeed())
@@ -223,16 +236,147 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 
 		r := readReport(jsonPath)
 		Expect(r.Verdict.Pass).To(BeFalse())
-		Expect(r.Verdict.Problems).To(ContainElement(ContainSubstring("no generation is serving")))
-		failed := int64(0)
-		for _, l := range r.Loads {
-			failed += l.Failed + l.Lost
-		}
-		Expect(failed).To(BeNumerically(">", 0))
+		Expect(r.Verdict.Problems).To(ContainElement(HavePrefix("generation 1 failed (killed by signal killed")))
 		Expect(r.Generations[0].Outcome).To(Equal(report.Failed))
-		Expect(r.Generations[0].Exit).To(ContainSubstring("killed"))
+		Expect(r.Generations[1].Outcome).To(Equal(report.Retired), "the supervisor started generation 2 after the crash")
 		Expect(r.Supervisor.GenerationsReaped).To(Equal(len(r.Generations)))
 	})
+
+	It("recovers from crashes of the serving generation under load with no refused connection", func() {
+		session, jsonPath := start("-restarts", "2", "-interval", "100ms", "-baseline", "300ms",
+			"-concurrency", "2", "-faults", "sigkill,panic")
+		Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
+		Expect(session.Out).To(gbytes.Say(`crashes 2, recovered 2, crash safety on`))
+
+		r := readReport(jsonPath)
+		Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
+		Expect(r.Config.CrashSafety).To(BeTrue())
+		Expect(r.Restarts.Crashes).To(Equal(2))
+		Expect(r.Restarts.Recovered).To(Equal(2))
+		for _, a := range r.Restarts.Attempts {
+			if a.Fault != "" {
+				Expect(a.OK).To(BeTrue(), "%+v", a)
+				Expect(a.RecoveryMs).To(BeNumerically(">", 0), "%+v", a)
+				Expect(r.Generations[a.From-1].Outcome).To(Equal(report.Crashed))
+				Expect(r.Generations[a.Gen-1].Served).NotTo(BeEmpty(), "the generation started after the crash served")
+			}
+		}
+		for _, l := range r.Loads {
+			Expect(l.DuringCrashes.FailedBy).NotTo(HaveKey("refused"), l.Name)
+			Expect(l.FailedBy).NotTo(HaveKey("refused"), l.Name)
+		}
+		Expect(r.Fds.Flat).To(BeTrue(), "%+v", r.Fds)
+	})
+
+	It("without crash safety, reports the connections refused while a crashed generation was replaced", func() {
+		session, jsonPath := start("-restarts", "1", "-interval", "100ms", "-baseline", "300ms",
+			"-concurrency", "4", "-faults", "sigkill", "-crash-safety=false")
+		Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
+		Expect(session.Out).To(gbytes.Say(`crash safety OFF`))
+
+		r := readReport(jsonPath)
+		Expect(r.Verdict.Pass).To(BeTrue(), "refused connections fail the run only with crash safety on: %v", r.Verdict.Problems)
+		refused := int64(0)
+		for _, l := range r.Loads {
+			refused += l.DuringCrashes.FailedBy["refused"]
+		}
+		Expect(refused).To(BeNumerically(">", 0))
+		Expect(r.Restarts.Recovered).To(Equal(1))
+	})
+
+	Describe("a service of the user's (the example web server)", func() {
+		// run drives the example under restart-sim with args, and returns
+		// the report once restart-sim exited with code.
+		run := func(code int, args ...string) report.Report {
+			GinkgoHelper()
+			addr, err := freeTCP()
+			Expect(err).NotTo(HaveOccurred())
+			sock := filepath.Join(GinkgoT().TempDir(), "example.sock")
+			args = append(args, "-http", "http://"+addr+"/", "--", example, "-addr", addr, "-socket", sock)
+			session, jsonPath := start(args...)
+			Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(code))
+			return readReport(jsonPath)
+		}
+
+		It("restarts it under load, and recovers it from crashes with no refused connection", func() {
+			r := run(0, "-restarts", "3", "-interval", "100ms", "-baseline", "300ms", "-concurrency", "2", "-faults", "sigkill,panic")
+			Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
+			Expect(r.Config.Command).To(HaveLen(5))
+			Expect(r.Restarts.Done).To(Equal(3))
+			Expect(r.Restarts.Recovered).To(Equal(2))
+			Expect(r.Loads).To(HaveLen(2))
+			for _, l := range r.Loads {
+				Expect(l.Name).To(BeElementOf("http", "keepalive"))
+				Expect(l.Sent).To(BeNumerically(">", 0))
+				Expect(l.FailedBy).NotTo(HaveKey("refused"), l.Name)
+				Expect(l.Failed-l.DuringCrashes.Failed).To(BeZero(), "%s: %+v", l.Name, l)
+			}
+			Expect(r.Generations).To(HaveLen(6))
+			Expect(r.Generations[len(r.Generations)-1].Outcome).To(Equal(report.Final))
+		})
+
+		It("restarts and crashes the Python demo service (example/python) with no refused connection", func() {
+			if _, err := exec.LookPath("python3"); err != nil {
+				Skip("python3 is not installed")
+			}
+			addr, err := freeTCP()
+			Expect(err).NotTo(HaveOccurred())
+			sock := filepath.Join(GinkgoT().TempDir(), "demo.sock")
+			demo, err := filepath.Abs("../../example/python/demo.py")
+			Expect(err).NotTo(HaveOccurred())
+			session, jsonPath := start("-restarts", "2", "-interval", "100ms", "-baseline", "300ms", "-concurrency", "2",
+				"-faults", "sigkill", "-handoff", sock, "-http", "http://"+addr+"/",
+				"--", "python3", demo, "--addr", addr, "--handoff", sock)
+			Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
+			r := readReport(jsonPath)
+			Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
+			Expect(r.Restarts.Done).To(Equal(2))
+			Expect(r.Restarts.Recovered).To(Equal(1))
+			for _, l := range r.Loads {
+				Expect(l.FailedBy).NotTo(HaveKey("refused"), l.Name)
+			}
+		})
+
+		It("fails the run when the service answers with another status than -http-status", func() {
+			r := run(1, "-restarts", "1", "-interval", "100ms", "-baseline", "200ms", "-concurrency", "1", "-http-status", "204")
+			Expect(r.Verdict.Problems).To(ContainElement(MatchRegexp(`^http: \d+ failed \(wrong \d+\)$`)))
+		})
+	})
+
+	// Each defect of the demo service must fail the verdict, and every
+	// problem listed must name the load the defect breaks: the simulator
+	// catches what it claims to catch, and says where.
+	DescribeTable("catches a faulty demo service, naming the load it breaks",
+		func(defect, first, problem string) {
+			session, jsonPath := start("-restarts", "2", "-interval", "100ms", "-baseline", "200ms",
+				"-concurrency", "2", "-progress", "0", "-defect", defect)
+			Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(1))
+			Expect(session.Out).To(gbytes.Say("FAIL"))
+
+			r := readReport(jsonPath)
+			Expect(r.Config.Defect).To(Equal(defect))
+			Expect(r.Verdict.Pass).To(BeFalse())
+			Expect(r.Verdict.Problems).To(ContainElement(MatchRegexp(problem)))
+			Expect(r.Verdict.Problems).To(HaveEach(HavePrefix(first)), "only the load the defect breaks")
+		},
+		Entry(nil, "http-wrong", "http:", `^http: \d+ failed \(wrong \d+\)$`),
+		Entry(nil, "http-no-answer", "http:", `^http: \d+ failed \(eof \d+\)$`),
+		Entry(nil, "keepalive-status", "keepalive:", `^keepalive: \d+ failed \(wrong \d+\)$`),
+		Entry(nil, "keepalive-abort", "keepalive:", `^keepalive: \d+ retried: the server closed a reused keep-alive connection`),
+		Entry(nil, "stream-drop", "stream:", `^stream: \d+ failed \(timeout \d+\)$`),
+		Entry(nil, "stream-repeat", "stream:", `^stream: \d+ duplicated$`),
+		Entry(nil, "stream-state", "stream:", `^stream: \d+ failed \(wrong \d+\)$`),
+		Entry(nil, "stream-rebind", "stream:", `^stream: \d+ failed \(.*refused \d+`),
+		Entry(nil, "stream-rebind", "stream:", `^stream: generation \d+ serves at \S+, not at \S+: it did not take the stream descriptor over$`),
+		Entry(nil, "stream-not-taken", "stream:", `^stream: \d+ failed \(.*(eof|reset)`),
+		Entry(nil, "udp-drop", "udp:", `^udp: \d+ lost$`),
+		Entry(nil, "udp-twice", "udp:", `^udp: \d+ duplicated$`),
+		Entry(nil, "udp-not-taken", "udp:", `^udp: \d+ failed \(.*refused \d+`),
+		Entry(nil, "lines-skip", "file:", `^file: \d+ lost$`),
+		Entry(nil, "lines-double", "file:", `^file: \d+ duplicated$`),
+		Entry(nil, "lines-torn", "file:", `^file: \d+ failed \(wrong \d+\)$`),
+		Entry(nil, "leak", "descriptor counts not flat", `^descriptor counts not flat: after hand-off \d+\.\.\d+`),
+	)
 
 	It("rejects a bad flag with a clear message and exit status 2", func() {
 		session, err := gexec.Start(exec.Command(binary, "-interval", "1ms"), GinkgoWriter, GinkgoWriter)

@@ -121,7 +121,18 @@ var (
 	ErrMalformed = errors.New("wire: malformed frame")
 	// ErrTooLarge: a length is over its limit.
 	ErrTooLarge = errors.New("wire: length over limit")
+	// ErrBadErrorFrame: an ERROR frame broke a rule (its header, or its
+	// message length). Such an error also matches ErrMalformed or
+	// ErrTooLarge; a peer never answers it with an ERROR of its own
+	// (ERR-3).
+	ErrBadErrorFrame = errors.New("wire: malformed ERROR frame")
 )
+
+// badErrorFrame marks err as a broken ERROR frame, keeping its text.
+type badErrorFrame struct{ err error }
+
+func (e badErrorFrame) Error() string   { return e.err.Error() }
+func (e badErrorFrame) Unwrap() []error { return []error{e.err, ErrBadErrorFrame} }
 
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
@@ -180,6 +191,14 @@ func ParseHeader(b []byte) (Header, error) { return ParseHeaderIn(b, 0) }
 // types of allowed may come: a frame of another type is malformed (FRM-3),
 // judged right after its type is known to exist, before nfds and length.
 func ParseHeaderIn(b []byte, allowed TypeSet) (Header, error) {
+	h, err := parseHeaderIn(b, allowed)
+	if err != nil && h.Type == TypeError {
+		err = badErrorFrame{err}
+	}
+	return h, err
+}
+
+func parseHeaderIn(b []byte, allowed TypeSet) (Header, error) {
 	h := Header{
 		Type:   Type(b[0]),
 		Flags:  b[1],
@@ -371,11 +390,11 @@ func ParseCount(p []byte) (uint32, error) {
 // ParseError decodes an ERROR payload.
 func ParseError(p []byte) (ErrorFrame, error) {
 	if len(p) < 4 {
-		return ErrorFrame{}, malformed("ERROR payload is %d bytes", len(p))
+		return ErrorFrame{}, badErrorFrame{malformed("ERROR payload is %d bytes", len(p))}
 	}
 	n := int(binary.BigEndian.Uint16(p[2:4]))
 	if n > MaxErrorText || len(p) != 4+n {
-		return ErrorFrame{}, malformed("ERROR message of %d bytes in a %d-byte payload", n, len(p))
+		return ErrorFrame{}, badErrorFrame{malformed("ERROR message of %d bytes in a %d-byte payload", n, len(p))}
 	}
 	return ErrorFrame{Code: Code(binary.BigEndian.Uint16(p[:2])), Message: string(p[4:])}, nil
 }

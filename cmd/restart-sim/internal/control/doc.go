@@ -1,8 +1,7 @@
-// Package control defines the messages a generation of the restart-sim demo
-// service sends its supervisor over the harness's control channel
-// (harness.Control): the message type is the harness message's type and
-// its data is a [Message].
-//
-// The supervisor sends nothing on it: it talks to a generation with signals
-// (SIGTERM: drain and exit; SIGKILL: fault injection and rollback).
+// Package control carries the reports a generation of the restart-sim demo
+// service sends restart-sim: one JSON [Message] per datagram on a unix
+// datagram socket in restart-sim's private directory ([Listen], [Dial]),
+// each naming the generation by its process id. restart-sim sends nothing
+// back: the supervisor (package supervisor) starts, signals and stops the
+// generations.
 package control

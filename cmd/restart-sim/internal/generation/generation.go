@@ -11,8 +11,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +51,9 @@ const (
 	ExitHang   = 4 // FaultHang was never killed: it gave up after FaultWait
 )
 
+// idleGrace is the demo's HTTPDrainer.IdleGrace.
+const idleGrace = 2 * time.Second
+
 // FaultWait bounds how long a hung or waiting-to-be-killed generation
 // waits before giving up by itself.
 const FaultWait = time.Minute
@@ -65,20 +71,27 @@ const (
 	roleStream         = "stream"
 	roleUDP            = "udp"
 	roleLines          = "lines"
+	roleExtra          = "extra" // DefectLeak
 )
 
-// Config is a generation's settings, from its command line.
+// Config is a generation's settings, from its command line: the same for
+// every generation, since the supervisor starts them all alike.
 type Config struct {
-	Gen int
-	// From is the hand-off socket of the generation to take over from;
-	// empty for generation 0, which creates its descriptors.
-	From string
-	// At is the hand-off socket this generation offers its set on.
-	At string
+	// Handoff is the hand-off socket: a new generation takes the set from
+	// the one serving there (or, after a crash, from the supervisor's
+	// store), then offers its own set there.
+	Handoff string
+	// Report is restart-sim's report socket (package control).
+	Report string
+	// FaultFile names the fault (Faults) the next generation to start is to
+	// have; the generation that reads it removes it.
+	FaultFile string
+	// HTTPAddr, StreamAddr and UDPAddr are where a generation that finds
+	// nothing to take over (the first one, or one started after a crash
+	// without crash safety) binds its sockets.
+	HTTPAddr, StreamAddr, UDPAddr string
 	// File is the shared append-only file.
 	File string
-	// Fault is "" or one of Faults.
-	Fault string
 	// ReadyTimeout bounds the wait for a successor's READY.
 	ReadyTimeout time.Duration
 	// Timeout bounds each step of a hand-off, and each drain step.
@@ -86,12 +99,18 @@ type Config struct {
 	// LineWriters and LineRate (lines a second, each) shape the file load.
 	LineWriters int
 	LineRate    float64
+	// Defect is "" or one of Defects: a bug restart-sim must catch.
+	Defect string
+
+	fault string // read from FaultFile
+	took  bool   // took the set over from a predecessor (not from the store)
 }
 
 // service is one generation of the demo service.
 type service struct {
 	cfg Config
-	ctl *harness.Control
+	id  int // the process id: answers and lines name the generation with it
+	ctl *control.Reporter
 
 	httpLn, streamLn net.Listener
 	udp              net.PacketConn
@@ -111,22 +130,34 @@ type service struct {
 
 	handoff     *graceful.Server
 	handoffDone chan struct{}
-	session     *session      // the hand-off in progress; guarded by mu
-	handedOff   chan struct{} // closed when a successor took over
-	handedOnce  sync.Once
+	session     *session    // the hand-off in progress; guarded by mu
+	retiring    atomic.Bool // a successor took over
+
+	// The stream acceptor pauses for a hand-off like the streams do, so
+	// that no connection is accepted here once the set has been described.
+	acceptPausing atomic.Bool
+	acceptPaused  chan struct{}
+	acceptResume  chan bool // true: accept again; false: stop, a successor took over
+
+	extras        []*os.File // DefectLeak: descriptors received and handed on
+	streamsBroken int        // DefectStreamNotTaken: streams closed on receipt
 }
 
 // session is what a hand-off in progress paused.
 type session struct {
 	streams []*stream
+	end     chan struct{} // closed by done
 }
 
-func newService(cfg Config, ctl *harness.Control) *service {
+func newService(cfg Config, ctl *control.Reporter) *service {
 	s := &service{
-		cfg:       cfg,
-		ctl:       ctl,
-		served:    map[string]*atomic.Int64{},
-		handedOff: make(chan struct{}),
+		cfg:    cfg,
+		id:     os.Getpid(),
+		ctl:    ctl,
+		served: map[string]*atomic.Int64{},
+
+		acceptPaused: make(chan struct{}, 1),
+		acceptResume: make(chan bool, 1),
 	}
 	for _, name := range load.Names {
 		s.served[name] = new(atomic.Int64)
@@ -135,17 +166,17 @@ func newService(cfg Config, ctl *harness.Control) *service {
 }
 
 // Run is the life of one generation: take over (or create) the
-// descriptors, serve, offer them to the next generation, and drain once it
-// took over or stop says so. It returns the exit code.
-func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
+// descriptors, serve, offer them to the next generation, and drain once the
+// supervisor says so (SIGTERM on stop). It returns the exit code.
+func Run(cfg Config, ctl *control.Reporter, stop <-chan os.Signal) int {
 	s := newService(cfg, ctl)
 	start := time.Now()
-	var conn *net.UnixConn
-	var err error
-	if cfg.From == "" {
-		err = s.create()
-	} else {
-		conn, err = s.receive(stop)
+	conn, err := s.receive(stop)
+	if errors.Is(err, graceful.ErrNoServer) {
+		conn, err = nil, s.create()
+	}
+	if err == nil && s.cfg.took {
+		err = s.misbehave()
 	}
 	if err != nil {
 		return s.fail(err)
@@ -154,11 +185,17 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 	if err != nil {
 		return s.fail(err)
 	}
-	if err := s.send(control.Received, control.Message{Fds: fds}); err != nil {
+	// Stream connections come and go with the dialer of the stream load:
+	// how many were open at the hand-off varies, so they are not counted;
+	// nor is the hand-off connection, which a first start does not have.
+	if conn != nil {
+		fds--
+	}
+	if err := s.send(control.Received, control.Message{Fds: fds - len(s.streams)}); err != nil {
 		return s.fail(err)
 	}
 
-	switch cfg.Fault {
+	switch s.cfg.fault {
 	case FaultCrash:
 		return ExitCrash
 	case FaultHang:
@@ -166,6 +203,7 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 		return ExitHang
 	}
 
+	received := slices.Clone(s.streams) // before serve starts accepting more
 	s.serve()
 	if conn != nil {
 		err := graceful.Ready(conn)
@@ -175,8 +213,14 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 		}
 	}
 	readyMs := msSince(start)
-	s.serveStreamsAndLines()
+	s.serveStreamsAndLines(received)
 	if err := s.offer(); err != nil {
+		return s.fail(err)
+	}
+	if err := s.store(conn == nil); err != nil {
+		return s.fail(err)
+	}
+	if _, err := graceful.SdNotify(graceful.NotifyReady); err != nil {
 		return s.fail(err)
 	}
 	msg := control.Message{
@@ -187,10 +231,12 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 		return s.fail(err)
 	}
 
-	select {
-	case <-s.handedOff:
-	case <-stop:
-	}
+	// A successor that took over does not end this generation: the
+	// supervisor stops it (SIGTERM) once the successor has said READY=1 to
+	// it too. A hand-off in progress when the signal comes is finished
+	// first.
+	<-stop
+	s.awaitSession()
 	if err := s.drain(); err != nil {
 		return s.fail(err)
 	}
@@ -198,47 +244,105 @@ func Run(cfg Config, ctl *harness.Control, stop <-chan os.Signal) int {
 }
 
 func (s *service) send(typ string, m control.Message) error {
-	m.Type, m.Gen = typ, s.cfg.Gen
 	return s.ctl.Send(typ, m)
 }
 
 func (s *service) fail(err error) int {
-	fmt.Fprintf(os.Stderr, "restart-sim: generation %d: %v\n", s.cfg.Gen, err)
+	fmt.Fprintf(os.Stderr, "restart-sim: demo service (pid %d): %v\n", s.id, err)
 	s.closeAll()
 	return ExitFailed
 }
 
-// create makes generation 0's descriptors.
+// create makes the descriptors of a first start, at the configured
+// addresses. The shared file is appended to; the line numbers go on from
+// what it holds (nothing on the first start; the lines of a generation that
+// crashed, after a crash).
 func (s *service) create() error {
 	var err error
-	if s.httpLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
 		return err
 	}
-	if s.streamLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if s.streamLn, err = net.Listen("tcp", s.cfg.StreamAddr); err != nil {
 		return err
 	}
-	if s.udp, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+	if s.udp, err = net.ListenPacket("udp", s.cfg.UDPAddr); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(s.cfg.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(s.cfg.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
-	s.lines = &lineWriters{file: f, gen: s.cfg.Gen, served: s.served[load.File], next: make([]uint64, s.cfg.LineWriters)}
+	return s.takeLines(f, "")
+}
+
+// takeLines takes the shared file over, with the next number of each line
+// writer: from the metadata of a predecessor, or, when there is none (a
+// first start, or the file came from the supervisor's store after a crash),
+// from the file itself.
+func (s *service) takeLines(f *os.File, next string) error {
+	var numbers []uint64
+	var err error
+	if next != "" {
+		numbers, err = parseNext(next, s.cfg.LineWriters)
+	} else {
+		numbers, err = nextFromFile(s.cfg.File, s.cfg.LineWriters)
+	}
+	if err != nil {
+		f.Close()
+		return err
+	}
+	s.lines = &lineWriters{file: f, gen: s.id, served: s.served[load.File], next: numbers}
 	return nil
 }
 
-// receive takes the set from the previous generation. It returns the
-// hand-off connection, on which READY is still to be said.
+// store puts the listeners, the UDP socket and the shared file in the
+// supervisor's descriptor store, so that they outlive a crash of this
+// process. Only what this generation created goes there: all of it on a
+// first start, and what a defect made anew in place of what it received
+// (which it removes from the store first). What was taken over is there
+// already.
+func (s *service) store(created bool) error {
+	for _, st := range []struct {
+		name string
+		v    syscall.Conn
+		new  bool
+	}{
+		{roleHTTP, s.httpLn.(syscall.Conn), created},
+		{roleStreamListener, s.streamLn.(syscall.Conn), created || s.cfg.has(DefectStreamRebind)},
+		{roleUDP, s.udp.(syscall.Conn), created || s.cfg.has(DefectUDPNotTaken)},
+		{roleLines, s.lines.file, created},
+	} {
+		if !st.new {
+			continue
+		}
+		if !created {
+			if _, err := graceful.SdStoreRemove(st.name); err != nil {
+				return err
+			}
+		}
+		if _, err := graceful.SdStore(st.name, st.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// receive takes the set from the generation serving at the hand-off
+// socket, or from the supervisor's store there after a crash. It returns
+// the hand-off connection, on which READY is still to be said, or an error
+// matching graceful.ErrNoServer when nothing is there.
 func (s *service) receive(stop <-chan os.Signal) (*net.UnixConn, error) {
+	if data, err := os.ReadFile(s.cfg.FaultFile); err == nil && os.Remove(s.cfg.FaultFile) == nil {
+		s.cfg.fault = strings.TrimSpace(string(data))
+	}
 	client := graceful.Client{Timeout: s.cfg.Timeout, CheckKinds: true}
-	conn, err := client.Dial(s.cfg.From)
+	conn, err := client.Dial(s.cfg.Handoff)
 	if err != nil {
 		return nil, err
 	}
 	first := true
 	err = client.ReceiveFrom(conn, func(fd int, meta io.Reader) error {
-		if first && s.cfg.Fault == FaultKill {
+		if first && s.cfg.fault == FaultKill {
 			unix.Close(fd)
 			if err := s.send(control.Receiving, control.Message{}); err != nil {
 				return err
@@ -254,7 +358,7 @@ func (s *service) receive(stop <-chan os.Signal) (*net.UnixConn, error) {
 	}
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("receive from %s: %w", s.cfg.From, err)
+		return nil, fmt.Errorf("receive from %s: %w", s.cfg.Handoff, err)
 	}
 	return conn, nil
 }
@@ -268,8 +372,14 @@ func (s *service) take(fd int, r io.Reader) error {
 			return err
 		}
 	}
+	role := meta[metaRole]
+	if role != "" {
+		s.cfg.took = true
+	} else {
+		role = meta["name"] // from the supervisor's store
+	}
 	var err error
-	switch role := meta[metaRole]; role {
+	switch role {
 	case roleHTTP:
 		s.httpLn, err = graceful.FdListener(fd)
 	case roleStreamListener:
@@ -281,20 +391,25 @@ func (s *service) take(fd int, r io.Reader) error {
 		if c, err = graceful.FdConn(fd); err != nil {
 			return err
 		}
-		st, err := restoreStream(c, s.cfg.Gen, s.served[load.Stream], meta)
+		if s.cfg.has(DefectStreamNotTaken) && s.streamsBroken == 0 {
+			s.streamsBroken++
+			return c.Close()
+		}
+		st, err := restoreStream(c, s.id, s.served[load.Stream], meta)
 		if err != nil {
 			c.Close()
 			return err
 		}
+		st.dropNext = s.cfg.has(DefectStreamDrop)
+		st.repeatNext = s.cfg.has(DefectStreamRepeat)
+		if s.cfg.has(DefectStreamState) {
+			st.count = 0
+		}
 		s.streams = append(s.streams, st)
 	case roleLines:
-		f := os.NewFile(uintptr(fd), meta[metaPath])
-		next, err := parseNext(meta[metaNext], s.cfg.LineWriters)
-		if err != nil {
-			f.Close()
-			return err
-		}
-		s.lines = &lineWriters{file: f, gen: s.cfg.Gen, served: s.served[load.File], next: next}
+		return s.takeLines(os.NewFile(uintptr(fd), s.cfg.File), meta[metaNext])
+	case roleExtra:
+		s.extras = append(s.extras, os.NewFile(uintptr(fd), "extra"))
 	default:
 		unix.Close(fd)
 		return fmt.Errorf("descriptor with unknown role %q", role)
@@ -306,15 +421,37 @@ func (s *service) take(fd int, r io.Reader) error {
 // shared sockets, and accepting streams.
 func (s *service) serve() {
 	mux := http.NewServeMux()
+	var requests atomic.Int64 // DefectHTTP*, DefectKeepAliveStatus
 	mux.HandleFunc(proto.HTTPPath, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if n := s.served[q.Get("c")]; n != nil {
+		class, id := q.Get("c"), q.Get("id")
+		onConn := r.Context().Value(requestsOnConn{}).(*atomic.Int64).Add(1)
+		status := http.StatusOK
+		switch {
+		case class == load.HTTP && s.cfg.has(DefectHTTPWrong) && nth(requests.Add(1)):
+			id += "x"
+		case class == load.HTTP && s.cfg.has(DefectHTTPNoAnswer) && nth(requests.Add(1)),
+			class == load.KeepAlive && s.cfg.has(DefectKeepAliveAbort) && s.retiring.Load() && onConn > 1:
+			abort(w)
+			return
+		case class == load.KeepAlive && s.cfg.has(DefectKeepAliveStatus) && nth(requests.Add(1)):
+			status = http.StatusServiceUnavailable
+		}
+		if n := s.served[class]; n != nil {
 			n.Add(1)
 		}
-		io.WriteString(w, proto.HTTPBody(s.cfg.Gen, q.Get("id")))
+		w.WriteHeader(status)
+		io.WriteString(w, proto.HTTPBody(s.id, id))
 	})
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.Timeout, ErrorLog: log.New(io.Discard, "", 0)}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.Timeout, ErrorLog: log.New(io.Discard, "", 0),
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, requestsOnConn{}, new(atomic.Int64))
+		}}
 	s.drainer = graceful.NewHTTPDrainer(s.http)
+	// A keep-alive client of the loads sends every few milliseconds: only a
+	// machine stalled for this long leaves one idle long enough for the
+	// drainer to close its connection (which races with its next request).
+	s.drainer.IdleGrace = idleGrace
 	s.httpDone = make(chan struct{})
 	go func() {
 		defer close(s.httpDone)
@@ -330,13 +467,12 @@ func (s *service) serve() {
 // serveStreamsAndLines starts what only one generation may do at a time:
 // reading the handed-over streams and writing lines. It runs once READY is
 // said, so that the old generation, paused since it sent the set, is the
-// only one to have touched them before.
-func (s *service) serveStreamsAndLines() {
-	s.mu.Lock()
-	for _, st := range s.streams {
+// only one to have touched them before. Streams accepted since serve began
+// run already.
+func (s *service) serveStreamsAndLines(received []*stream) {
+	for _, st := range received {
 		go st.run()
 	}
-	s.mu.Unlock()
 	s.lines.start(s.cfg.LineRate)
 }
 
@@ -345,9 +481,16 @@ func (s *service) acceptStreams() {
 	for {
 		c, err := s.streamLn.Accept()
 		if err != nil {
-			return // closed: draining
+			if !s.acceptPausing.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+				return // closed: draining
+			}
+			s.acceptPaused <- struct{}{}
+			if <-s.acceptResume {
+				continue
+			}
+			return
 		}
-		st := newStream(c, s.cfg.Gen, s.served[load.Stream])
+		st := newStream(c, s.id, s.served[load.Stream])
 		s.mu.Lock()
 		s.streams = append(s.streams, st)
 		s.mu.Unlock()
@@ -362,22 +505,80 @@ func (s *service) serveUDP() {
 	defer close(s.udpDone)
 	buf := make([]byte, 64)
 	out := make([]byte, proto.UDPReplySize)
-	for {
-		n, addr, err := s.udp.ReadFrom(buf)
+	for n := int64(0); ; n++ {
+		size, addr, err := s.udp.ReadFrom(buf)
 		if err != nil {
 			if s.udpStop.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		reply, err := proto.UDPReply(out, buf[:n], s.cfg.Gen)
-		if err != nil {
+		reply, err := proto.UDPReply(out, buf[:size], s.id)
+		if err != nil || s.cfg.has(DefectUDPDrop) && nth(n) {
 			continue
+		}
+		if s.cfg.has(DefectUDPTwice) && nth(n) {
+			s.udp.WriteTo(reply, addr)
 		}
 		if _, err := s.udp.WriteTo(reply, addr); err == nil {
 			s.served[load.UDP].Add(1)
 		}
 	}
+}
+
+// pauseAccept stops the stream acceptor between two accepts, so that every
+// stream connection accepted here is in s.streams when a hand-off describes
+// them. It does nothing once the acceptor has ended.
+func (s *service) pauseAccept() {
+	s.acceptPausing.Store(true)
+	s.streamLn.(deadliner).SetDeadline(time.Unix(1, 0)) // wakes a pending Accept at once
+	select {
+	case <-s.acceptPaused:
+	case <-s.acceptDone:
+	}
+}
+
+// resumeAccept ends a pause: keep true accepts again, false ends the
+// acceptor (a successor took the listener over).
+func (s *service) resumeAccept(keep bool) {
+	s.streamLn.(deadliner).SetDeadline(time.Time{})
+	if s.acceptPausing.Swap(false) {
+		select {
+		case <-s.acceptDone:
+		default:
+			s.acceptResume <- keep
+		}
+	}
+}
+
+type deadliner interface{ SetDeadline(time.Time) error }
+
+// requestsOnConn keys, in a request's context, the number of requests read
+// on its connection so far.
+type requestsOnConn struct{}
+
+// abort closes a request's connection without an answer.
+func abort(w http.ResponseWriter) {
+	if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+		c.Close()
+	}
+}
+
+// misbehave applies, to a generation that has just taken the set over, the
+// defects that change what it took.
+func (s *service) misbehave() error {
+	var err error
+	switch {
+	case s.cfg.has(DefectStreamRebind):
+		s.streamLn.Close()
+		s.streamLn, err = net.Listen("tcp", "127.0.0.1:0")
+	case s.cfg.has(DefectUDPNotTaken):
+		s.udp.Close()
+		s.udp, err = net.ListenPacket("udp", "127.0.0.1:0")
+	case s.cfg.has(DefectLinesSkip) && len(s.lines.next) > 0:
+		s.lines.next[0]++
+	}
+	return err
 }
 
 func (s *service) stopUDP() {
@@ -387,15 +588,18 @@ func (s *service) stopUDP() {
 	s.udp.Close()
 }
 
-// offer serves the hand-off socket for the next generation. The socket is
-// created in the supervisor's private (0700) directory and made 0600.
+// offer serves the hand-off socket for the next generation, in restart-sim's
+// private (0700) directory. The predecessor closes its own once the hand-off
+// succeeded; until then graceful.Listen refuses to replace its live socket
+// (ErrAddrInUse), and is tried again for at most Timeout.
 func (s *service) offer() error {
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: s.cfg.At, Net: "unix"})
-	if err != nil {
-		return err
+	deadline := time.Now().Add(s.cfg.Timeout)
+	ln, err := graceful.Listen(s.cfg.Handoff)
+	for errors.Is(err, graceful.ErrAddrInUse) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		ln, err = graceful.Listen(s.cfg.Handoff)
 	}
-	if err := os.Chmod(s.cfg.At, 0o600); err != nil {
-		ln.Close()
+	if err != nil {
 		return err
 	}
 	s.handoff = &graceful.Server{
@@ -416,8 +620,9 @@ func (s *service) offer() error {
 // stream with its state, the UDP socket and the shared file. It pauses the
 // line writers and the streams first; done resumes or stops them.
 func (s *service) handle(conn net.Conn, w graceful.ResponseWriter) {
+	s.pauseAccept()
 	s.lines.mu.Lock() // released by done
-	sess := &session{}
+	sess := &session{end: make(chan struct{})}
 	s.mu.Lock()
 	live := s.streams[:0]
 	for _, st := range s.streams {
@@ -442,6 +647,14 @@ func (s *service) handle(conn net.Conn, w graceful.ResponseWriter) {
 		graceful.FileHandler(s.lines.file, graceful.Meta{
 			metaRole: roleLines, metaPath: s.lines.file.Name(), metaNext: s.lines.formatNext(),
 		}))
+	if s.cfg.has(DefectLeak) {
+		if f, err := os.Open(os.DevNull); err == nil {
+			s.extras = append(s.extras, f)
+		}
+		for _, f := range s.extras {
+			hs = append(hs, graceful.FileHandler(f, graceful.Meta{metaRole: roleExtra}))
+		}
+	}
 	graceful.SequenceHandler(hs...).Handle(conn, w)
 }
 
@@ -462,9 +675,12 @@ func (s *service) done(err error) {
 
 	ok := err == nil
 	if ok {
+		s.retiring.Store(true)
 		s.lines.stopped = true
+		s.lines.misbehave(s.cfg)
 	}
 	s.lines.mu.Unlock()
+	s.resumeAccept(!ok)
 	for _, st := range sess.streams {
 		st.proceed(!ok)
 	}
@@ -473,10 +689,23 @@ func (s *service) done(err error) {
 		msg.Err = err.Error()
 	}
 	if serr := s.send(control.Handoff, msg); serr != nil {
-		fmt.Fprintf(os.Stderr, "restart-sim: generation %d: %v\n", s.cfg.Gen, serr)
+		fmt.Fprintf(os.Stderr, "restart-sim: demo service (pid %d): %v\n", s.id, serr)
 	}
 	if ok {
-		s.handedOnce.Do(func() { close(s.handedOff) })
+		// The successor places its own hand-off socket at the same path
+		// once this one is gone.
+		go s.handoff.Close()
+	}
+	close(sess.end)
+}
+
+// awaitSession waits for the end of the hand-off in progress, if any.
+func (s *service) awaitSession() {
+	s.mu.Lock()
+	sess := s.session
+	s.mu.Unlock()
+	if sess != nil {
+		<-sess.end
 	}
 }
 

@@ -3,6 +3,7 @@
 package generation
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -112,4 +113,36 @@ func (lw *lineWriters) stop() {
 	lw.stopped = true
 	lw.mu.Unlock()
 	lw.wg.Wait()
+}
+
+// misbehave writes, with mu held, what DefectLinesDouble and
+// DefectLinesTorn make a retiring generation write once it has handed its
+// numbers over.
+func (lw *lineWriters) misbehave(cfg Config) {
+	switch {
+	case cfg.has(DefectLinesDouble) && len(lw.next) > 0:
+		lw.file.WriteString(proto.Line{Writer: 0, N: lw.next[0], Gen: lw.gen}.String() + "\n")
+	case cfg.has(DefectLinesTorn):
+		lw.file.WriteString("w=0 n=")
+	}
+}
+
+// nextFromFile reads the shared file and returns, for each of writers line
+// writers, the number after the highest one written: where numbering goes
+// on when no predecessor said it (a first start, or after a crash).
+func nextFromFile(path string, writers int) ([]uint64, error) {
+	next := make([]uint64, writers)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return next, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if l, err := proto.ParseLine(line); err == nil && l.Writer < writers {
+			next[l.Writer] = max(next[l.Writer], l.N+1)
+		}
+	}
+	return next, nil
 }

@@ -33,6 +33,9 @@ type stream struct {
 	next, count uint64
 	buf         [proto.StreamRequestSize]byte
 	have        int
+	// DefectStreamDrop and DefectStreamRepeat: what to do wrong with the
+	// next frame.
+	dropNext, repeatNext bool
 
 	pausing atomic.Bool
 	paused  chan struct{} // the loop stopped reading
@@ -105,6 +108,10 @@ func (s *stream) run() {
 
 func (s *stream) answer(reply []byte) error {
 	s.have = 0
+	if s.dropNext {
+		s.dropNext = false
+		return nil
+	}
 	seq, err := proto.ParseStreamRequest(s.buf[:])
 	status := uint32(proto.StatusOK)
 	if err != nil || seq != s.next {
@@ -116,6 +123,12 @@ func (s *stream) answer(reply []byte) error {
 	proto.PutStreamReply(reply, proto.StreamReply{Seq: seq, Count: s.count, Gen: s.gen, Status: status})
 	if _, err := s.conn.Write(reply); err != nil {
 		return err
+	}
+	if s.repeatNext {
+		s.repeatNext = false
+		if _, err := s.conn.Write(reply); err != nil {
+			return err
+		}
 	}
 	s.served.Add(1)
 	return nil

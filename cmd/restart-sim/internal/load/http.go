@@ -7,7 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"sync"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +26,7 @@ type HTTPLoad struct {
 	name      string
 	url       string
 	keepAlive bool
+	status    int // a service of the user's: the status every answer must have; 0 for the demo
 	cfg       Config
 	series    report.Series
 	counts    counts
@@ -45,20 +46,27 @@ func NewHTTP(cfg Config, addr string, keepAlive bool) (*HTTPLoad, error) {
 	return &HTTPLoad{name: name, url: "http://" + addr + proto.HTTPPath, keepAlive: keepAlive, cfg: cfg}, nil
 }
 
+// NewHTTPURL returns an HTTP load against a service of the user's: GET url
+// (on loopback), and every answer must have the given status.
+func NewHTTPURL(cfg Config, rawURL string, keepAlive bool, status int) (*HTTPLoad, error) {
+	if err := CheckURL(rawURL); err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(rawURL)
+	l, err := NewHTTP(cfg, u.Host, keepAlive)
+	if err != nil {
+		return nil, err
+	}
+	l.url, l.status = rawURL, status
+	return l, nil
+}
+
 // Name is "http" or "keepalive".
 func (l *HTTPLoad) Name() string { return l.name }
 
 // Run runs the clients until ctx ends.
 func (l *HTTPLoad) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for i := range l.cfg.clients() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.client(ctx, i)
-		}()
-	}
-	wg.Wait()
+	l.cfg.runClients(func(i int) { l.client(ctx, i) })
 }
 
 func (l *HTTPLoad) client(ctx context.Context, id int) {
@@ -82,8 +90,12 @@ func (l *HTTPLoad) client(ctx context.Context, id int) {
 func (l *HTTPLoad) request(client *http.Client, id string) {
 	var attempts atomic.Int32
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { attempts.Add(1) }}
+	target := l.url
+	if l.status == 0 {
+		target += "?id=" + id + "&c=" + l.name
+	}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
-		http.MethodGet, l.url+"?id="+id+"&c="+l.name, nil)
+		http.MethodGet, target, nil)
 	if err != nil {
 		panic(err) // the URL is built above from a valid address
 	}
@@ -95,7 +107,13 @@ func (l *HTTPLoad) request(client *http.Client, id string) {
 		body, err = io.ReadAll(io.LimitReader(resp.Body, 256))
 		resp.Body.Close()
 		sample.Outcome = report.Wrong
-		if err == nil && resp.StatusCode == http.StatusOK {
+		switch {
+		case err != nil:
+		case l.status != 0:
+			if resp.StatusCode == l.status {
+				sample.Outcome = report.OK
+			}
+		case resp.StatusCode == http.StatusOK:
 			if gen, got, perr := proto.ParseHTTPBody(string(body)); perr == nil && got == id {
 				sample.Outcome, sample.Gen = report.OK, int32(gen)
 			}
@@ -105,9 +123,10 @@ func (l *HTTPLoad) request(client *http.Client, id string) {
 		sample.Outcome = report.Classify(err)
 	}
 	sample.Latency = time.Since(start)
+	sample.Retried = attempts.Load() > 1
 	l.series.Add(sample)
 	retried := int64(0)
-	if attempts.Load() > 1 {
+	if sample.Retried {
 		retried = 1
 	}
 	l.counts.add(1, 0, 0, retried)
@@ -118,6 +137,23 @@ func (l *HTTPLoad) Result() report.Load { return l.counts.result(l.name, l.serie
 
 // Samples are the measured requests.
 func (l *HTTPLoad) Samples() []report.Sample { return l.series.Samples() }
+
+// CheckTarget checks that addr (host:port) is a loopback address, the only
+// kind a load may drive.
+func CheckTarget(addr string) error { return checkLoopback(addr) }
+
+// CheckURL checks that rawURL is an http:// URL on loopback.
+func CheckURL(rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("load: %q is not an http:// URL", rawURL)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return checkLoopback(net.JoinHostPort(u.Hostname(), port))
+}
 
 func checkLoopback(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
@@ -130,3 +166,6 @@ func checkLoopback(addr string) error {
 	}
 	return nil
 }
+
+// Progress counts the requests measured so far and those that failed.
+func (l *HTTPLoad) Progress() (measured, failed int) { return l.series.Count() }

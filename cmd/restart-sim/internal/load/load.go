@@ -16,6 +16,7 @@ const (
 	Stream    = "stream"    // a long-lived TCP connection per client
 	UDP       = "udp"       // UDP request/response
 	File      = "file"      // lines appended to the shared file by the service
+	TCP       = "tcp"       // a TCP echo service of the user's, a new connection per line
 )
 
 // Names lists every load in report order.
@@ -40,6 +41,20 @@ type Config struct {
 }
 
 func (c Config) clients() int { return max(c.Clients, 1) }
+
+// runClients runs client(0) ... client(clients-1) at once and waits for
+// them all.
+func (c Config) runClients(client func(id int)) {
+	var wg sync.WaitGroup
+	for i := range c.clients() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client(i)
+		}()
+	}
+	wg.Wait()
+}
 
 func (c Config) timeout() time.Duration {
 	if c.Timeout > 0 {
@@ -67,6 +82,9 @@ type Generator interface {
 	Result() report.Load
 	// Samples are the measured requests, ordered by time.
 	Samples() []report.Sample
+	// Progress counts the requests measured so far and those that failed;
+	// cheap enough to call every few seconds during the run.
+	Progress() (measured, failed int)
 }
 
 // pacer spaces one client's requests.

@@ -166,26 +166,115 @@ var _ = Describe("the generators", func() {
 			return ln
 		}
 
-		It("exchanges numbered frames on connections made once", func() {
+		It("exchanges numbered frames on connections made once, and on a new connection per frame", func() {
 			ln := serveStreams(false)
 			defer ln.Close()
 			l, err := load.NewStream(config(2, 20), ln.Addr().String())
 			Expect(err).NotTo(HaveOccurred())
 			Expect(l.Connect(context.Background())).To(Succeed())
 			res := runFor(l, 10*time.Second)
-			Expect(res).To(MatchFields(40, 40, 0))
-			Expect(report.ServedBy(l.Samples())).To(Equal(map[int]int64{4: 40}))
+			Expect(res).To(MatchFields(60, 60, 0)) // 2 clients and the dialer, 20 frames each
+			Expect(report.ServedBy(l.Samples())).To(Equal(map[int]int64{4: 60}))
 		})
 
-		It("fails a stream whose per-connection state was lost, and never reconnects", func() {
+		It("counts the dials refused once the listener is gone", func() {
+			ln := serveStreams(false)
+			l, err := load.NewStream(config(1, 20), ln.Addr().String())
+			Expect(err).NotTo(HaveOccurred())
+			Expect(l.Connect(context.Background())).To(Succeed())
+			Expect(ln.Close()).To(Succeed())
+			res := runFor(l, 10*time.Second)
+			Expect(res.FailedBy).To(HaveKeyWithValue("refused", int64(20)))
+			Expect(res.OK).To(Equal(int64(20)), "the connection made before goes on")
+		})
+
+		It("fails a stream whose per-connection state was lost, and goes on with a new connection", func() {
 			ln := serveStreams(true)
 			defer ln.Close()
 			l, err := load.NewStream(config(1, 20), ln.Addr().String())
 			Expect(err).NotTo(HaveOccurred())
 			res := runFor(l, 10*time.Second)
-			Expect(res.Sent).To(Equal(int64(3)))
-			Expect(res.OK).To(Equal(int64(2)))
+			// Frame 2 of every connection is answered out of step: frames
+			// 0, 1, 2 then a new connection, 20 frames in all; the dialer
+			// never reaches frame 2.
+			Expect(res.Sent).To(Equal(int64(20 + 20)))
+			Expect(res.FailedBy).To(Equal(map[string]int64{"wrong": 6}))
+			Expect(res.OK).To(Equal(int64(14 + 20)))
+		})
+	})
+
+	Describe("a service of the user's", func() {
+		It("HTTP: checks the status of every answer", func() {
+			n := 0
+			var mu sync.Mutex
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				n++
+				fail := n == 3
+				mu.Unlock()
+				if fail {
+					w.WriteHeader(http.StatusInternalServerError)
+				}
+			}))
+			defer srv.Close()
+			l, err := load.NewHTTPURL(config(1, 5), srv.URL+"/health", true, http.StatusOK)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(runFor(l, 10*time.Second)).To(MatchFields(5, 4, 1))
+			_, err = load.NewHTTPURL(config(1, 5), "http://192.0.2.1/", false, 200)
+			Expect(err).To(MatchError(load.ErrNotLoopback))
+			_, err = load.NewHTTPURL(config(1, 5), "https://127.0.0.1/", false, 200)
+			Expect(err).To(HaveOccurred())
+		})
+
+		It("TCP: expects every line back, on a new connection each", func() {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			Expect(err).NotTo(HaveOccurred())
+			defer ln.Close()
+			accepted := 0
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted++
+					if accepted == 2 { // answers something else once
+						c.Write([]byte("nonsense\n"))
+					} else {
+						io.Copy(c, c)
+					}
+					c.Close()
+				}
+			}()
+			l, err := load.NewTCPEcho(config(1, 4), ln.Addr().String())
+			Expect(err).NotTo(HaveOccurred())
+			res := runFor(l, 10*time.Second)
+			Expect(res).To(MatchFields(4, 3, 1))
 			Expect(res.FailedBy).To(Equal(map[string]int64{"wrong": 1}))
+		})
+
+		It("UDP: expects every datagram back as it was sent", func() {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			Expect(err).NotTo(HaveOccurred())
+			defer pc.Close()
+			go func() {
+				buf := make([]byte, 64)
+				for i := 0; ; i++ {
+					n, addr, err := pc.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					if i != 1 { // the second one is lost
+						pc.WriteTo(buf[:n], addr)
+					}
+				}
+			}()
+			l, err := load.NewUDPEcho(config(1, 5), pc.LocalAddr().String())
+			Expect(err).NotTo(HaveOccurred())
+			res := runFor(l, 10*time.Second)
+			Expect(res).To(MatchFields(5, 4, 1))
+			Expect(res.Lost).To(Equal(int64(1)))
+			Expect(l.LostAt()).To(HaveLen(1))
 		})
 	})
 

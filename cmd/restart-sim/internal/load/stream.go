@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,13 +15,16 @@ import (
 
 // StreamLoad keeps one TCP connection per client for the whole run and
 // exchanges numbered frames on it (see package proto). The connections are
-// handed from generation to generation with their state; a client never
-// reconnects: a connection that breaks stays broken, and the failure is
-// counted.
+// handed from generation to generation with their state; a connection that
+// breaks is a failure, counted, after which the client goes on with a new
+// one (starting again at frame 0). Besides, a dialer opens a new connection
+// for every frame, so that the listener is checked throughout the run, not
+// only at the start.
 type StreamLoad struct {
 	addr   string
 	cfg    Config
-	conns  []net.Conn
+	mu     sync.Mutex
+	conns  []net.Conn // every connection made, closed by Close
 	series report.Series
 	counts counts
 }
@@ -47,13 +51,17 @@ func (l *StreamLoad) Connect(ctx context.Context) error {
 			l.Close()
 			return fmt.Errorf("load: connect stream to %s: %w", l.addr, err)
 		}
+		l.mu.Lock()
 		l.conns = append(l.conns, c)
+		l.mu.Unlock()
 	}
 	return nil
 }
 
 // Close closes the connections; Run closes them too when it ends.
 func (l *StreamLoad) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for _, c := range l.conns {
 		c.Close()
 	}
@@ -69,50 +77,128 @@ func (l *StreamLoad) Run(ctx context.Context) {
 		}
 	}
 	defer l.Close()
+	l.mu.Lock()
+	first := slices.Clone(l.conns)
+	l.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, c := range l.conns {
+	for _, c := range first {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			l.client(ctx, c)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.dialer(ctx)
+	}()
 	wg.Wait()
 }
 
+// dialerRate paces the dialer when the load is unpaced, so that a refused
+// dial does not spin.
+const dialerRate = 200
+
+// dialer checks, throughout the run, that the stream listener still takes
+// new connections at the address of the first generation: for each frame
+// it dials anew, exchanges frame 0 and closes. A generation that serves
+// streams on a listener of its own instead of the one it received leaves
+// this address dead once its predecessor is gone: the dials are refused.
+func (l *StreamLoad) dialer(ctx context.Context) {
+	rate := l.cfg.Rate
+	if rate <= 0 {
+		rate = dialerRate
+	}
+	pace := newPacer(rate)
+	defer pace.stop()
+	d := net.Dialer{Timeout: l.cfg.timeout()}
+	for n := int64(0); n < l.cfg.maxPerClient() && pace.wait(ctx); n++ {
+		start := time.Now()
+		sample := report.Sample{At: start.Sub(l.cfg.Start), Gen: -1}
+		c, err := d.Dial("tcp", l.addr)
+		if err == nil {
+			var r proto.StreamReply
+			r, err = exchange(c, 0, start.Add(l.cfg.timeout()))
+			c.Close()
+			sample.Outcome, sample.Gen = judgeReply(r, 0), int32(r.Gen)
+		}
+		if err != nil {
+			sample.Outcome, sample.Gen = report.Classify(err), -1
+		}
+		sample.Latency = time.Since(start)
+		l.series.Add(sample)
+		l.counts.add(1, 0, 0, 0)
+	}
+}
+
+// exchange sends frame seq on c and reads the answer, by deadline.
+func exchange(c net.Conn, seq uint64, deadline time.Time) (proto.StreamReply, error) {
+	req := make([]byte, proto.StreamRequestSize)
+	reply := make([]byte, proto.StreamReplySize)
+	proto.PutStreamRequest(req, seq)
+	c.SetDeadline(deadline)
+	if _, err := c.Write(req); err != nil {
+		return proto.StreamReply{}, err
+	}
+	if _, err := io.ReadFull(c, reply); err != nil {
+		return proto.StreamReply{}, err
+	}
+	return proto.ParseStreamReply(reply)
+}
+
+// judgeReply says whether r answers frame seq, the seq+1-th on its
+// connection.
+func judgeReply(r proto.StreamReply, seq uint64) report.Outcome {
+	if r.Seq == seq && r.Status == proto.StatusOK && r.Count == seq+1 {
+		return report.OK
+	}
+	return report.Wrong
+}
+
+// client exchanges frames on c. When c breaks, or answers out of step, the
+// failure is counted and the client goes on with a new connection: a
+// crashed generation takes its connections with it, and the load goes on
+// for what follows.
 func (l *StreamLoad) client(ctx context.Context, c net.Conn) {
 	pace := newPacer(l.cfg.Rate)
 	defer pace.stop()
-	req := make([]byte, proto.StreamRequestSize)
-	reply := make([]byte, proto.StreamReplySize)
-	for seq := uint64(0); int64(seq) < l.cfg.maxPerClient() && pace.wait(ctx); seq++ {
-		proto.PutStreamRequest(req, seq)
+	d := net.Dialer{Timeout: l.cfg.timeout()}
+	seq := uint64(0)
+	for n := int64(0); n < l.cfg.maxPerClient() && pace.wait(ctx); n, seq = n+1, seq+1 {
+		if c == nil {
+			start := time.Now()
+			var err error
+			if c, err = d.Dial("tcp", l.addr); err != nil { // started: runs to its end, like a request
+				l.series.Add(report.Sample{At: start.Sub(l.cfg.Start), Gen: -1, Latency: time.Since(start), Outcome: report.Classify(err)})
+				l.counts.add(1, 0, 0, 0)
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, c)
+			l.mu.Unlock()
+			seq = 0
+		}
 		start := time.Now()
 		sample := report.Sample{At: start.Sub(l.cfg.Start), Gen: -1}
-		c.SetDeadline(start.Add(l.cfg.timeout()))
-		_, err := c.Write(req)
-		if err == nil {
-			_, err = io.ReadFull(c, reply)
-		}
+		r, err := exchange(c, seq, start.Add(l.cfg.timeout()))
 		sample.Latency = time.Since(start)
 		dup := int64(0)
-		if err != nil {
+		switch {
+		case err != nil:
 			sample.Outcome = report.Classify(err)
-		} else {
-			r, _ := proto.ParseStreamReply(reply)
-			switch {
-			case r.Seq == seq && r.Status == proto.StatusOK && r.Count == seq+1:
-				sample.Outcome, sample.Gen = report.OK, int32(r.Gen)
-			case r.Seq < seq:
-				sample.Outcome, dup = report.Wrong, 1
-			default:
-				sample.Outcome = report.Wrong
+		case r.Seq < seq:
+			sample.Outcome, dup = report.Wrong, 1
+		default:
+			if sample.Outcome = judgeReply(r, seq); sample.Outcome == report.OK {
+				sample.Gen = int32(r.Gen)
 			}
 		}
 		l.series.Add(sample)
 		l.counts.add(1, 0, dup, 0)
 		if err != nil || sample.Outcome != report.OK {
-			return // the stream is broken or out of step: never reconnect
+			c.Close() // broken or out of step: the failure is counted, go on anew
+			c = nil
 		}
 	}
 }
@@ -122,3 +208,6 @@ func (l *StreamLoad) Result() report.Load { return l.counts.result(Stream, l.ser
 
 // Samples are the measured frames.
 func (l *StreamLoad) Samples() []report.Sample { return l.series.Samples() }
+
+// Progress counts the requests measured so far and those that failed.
+func (l *StreamLoad) Progress() (measured, failed int) { return l.series.Count() }

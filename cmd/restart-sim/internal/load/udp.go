@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,8 +22,12 @@ const lateGrace = 300 * time.Millisecond
 type UDPLoad struct {
 	addr   string
 	cfg    Config
+	echo   bool // a service of the user's: it sends each datagram back as it came
 	series report.Series
 	counts counts
+
+	mu     sync.Mutex
+	lostAt []time.Duration // when each lost datagram was sent
 }
 
 // NewUDP returns a UDP load against addr (host:port on loopback).
@@ -33,26 +38,37 @@ func NewUDP(cfg Config, addr string) (*UDPLoad, error) {
 	return &UDPLoad{addr: addr, cfg: cfg}, nil
 }
 
+// NewUDPEcho returns a UDP load against an echo service of the user's
+// (host:port on loopback): each answer must be the datagram sent.
+func NewUDPEcho(cfg Config, addr string) (*UDPLoad, error) {
+	l, err := NewUDP(cfg, addr)
+	if err == nil {
+		l.echo = true
+	}
+	return l, err
+}
+
+// LostAt gives the times (since Config.Start) at which the lost datagrams
+// were sent; call it after Run.
+func (l *UDPLoad) LostAt() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lostAt)
+}
+
 // Name is "udp".
 func (l *UDPLoad) Name() string { return UDP }
 
 // Run runs the clients until ctx ends.
 func (l *UDPLoad) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for i := range l.cfg.clients() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.client(ctx, uint32(i))
-		}()
-	}
-	wg.Wait()
+	l.cfg.runClients(func(i int) { l.client(ctx, uint32(i)) })
 }
 
 // udpClient is one client's bookkeeping: which datagrams were answered,
 // and how often.
 type udpClient struct {
 	id      uint32
+	echo    bool
 	conn    net.Conn
 	answers map[uint64]int
 	buf     []byte
@@ -69,7 +85,8 @@ func (l *UDPLoad) client(ctx context.Context, id uint32) {
 		return
 	}
 	defer conn.Close()
-	c := &udpClient{id: id, conn: conn, answers: map[uint64]int{}, buf: make([]byte, 64)}
+	c := &udpClient{id: id, conn: conn, echo: l.echo, answers: map[uint64]int{}, buf: make([]byte, 64)}
+	var sentAt []time.Duration
 	pace := newPacer(l.cfg.Rate)
 	defer pace.stop()
 	req := make([]byte, proto.UDPRequestSize)
@@ -78,6 +95,7 @@ func (l *UDPLoad) client(ctx context.Context, id uint32) {
 		proto.PutUDPRequest(req, id, sent)
 		start := time.Now()
 		sample := report.Sample{At: start.Sub(l.cfg.Start), Gen: -1}
+		sentAt = append(sentAt, sample.At)
 		_, err := conn.Write(req)
 		if err == nil {
 			var gen int
@@ -96,6 +114,9 @@ func (l *UDPLoad) client(ctx context.Context, id uint32) {
 		switch n := c.answers[seq]; {
 		case n == 0:
 			lost++
+			l.mu.Lock()
+			l.lostAt = append(l.lostAt, sentAt[seq])
+			l.mu.Unlock()
 		case n > 1:
 			dup += int64(n - 1)
 		}
@@ -123,6 +144,10 @@ func (c *udpClient) read(deadline time.Time) error {
 		return err
 	}
 	client, seq, gen, err := proto.ParseUDPReply(c.buf[:n])
+	if c.echo {
+		client, seq, err = proto.ParseUDPRequest(c.buf[:n])
+		gen = -1
+	}
 	if err != nil || client != c.id {
 		return nil // not ours: ignore it, keep waiting
 	}
@@ -136,3 +161,6 @@ func (l *UDPLoad) Result() report.Load { return l.counts.result(UDP, l.series.Sa
 
 // Samples are the measured datagrams.
 func (l *UDPLoad) Samples() []report.Sample { return l.series.Samples() }
+
+// Progress counts the requests measured so far and those that failed.
+func (l *UDPLoad) Progress() (measured, failed int) { return l.series.Count() }

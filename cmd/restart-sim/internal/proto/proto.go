@@ -114,6 +114,14 @@ func PutUDPRequest(b []byte, client uint32, seq uint64) {
 	binary.BigEndian.PutUint32(b[8:12], client)
 }
 
+// ParseUDPRequest decodes a request (or its echo).
+func ParseUDPRequest(b []byte) (client uint32, seq uint64, err error) {
+	if len(b) != UDPRequestSize {
+		return 0, 0, fmt.Errorf("%w: udp request of %d bytes", ErrMalformed, len(b))
+	}
+	return binary.BigEndian.Uint32(b[8:12]), binary.BigEndian.Uint64(b[0:8]), nil
+}
+
 // UDPReply makes the answer to req from generation gen into b, which must
 // hold UDPReplySize bytes.
 func UDPReply(b, req []byte, gen int) ([]byte, error) {

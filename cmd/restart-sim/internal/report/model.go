@@ -34,11 +34,24 @@ type Supervisor struct {
 	OrphansReaped int `json:"orphans_reaped"`
 }
 
-// Verdict is the one-line answer: did anything go wrong?
+// Verdict is the one-line answer: did anything go wrong? Latency is
+// judged apart: a missed latency target fails the run only when
+// Config.FailOnLatency is set.
 type Verdict struct {
-	Pass        bool     `json:"pass"`
-	Interrupted bool     `json:"interrupted"`
-	Problems    []string `json:"problems"`
+	Pass        bool           `json:"pass"`
+	Interrupted bool           `json:"interrupted"`
+	Problems    []string       `json:"problems"`
+	Latency     LatencyVerdict `json:"latency"`
+}
+
+// LatencyVerdict says whether p99 latency during the restarts stayed within
+// Target times the baseline's p99, for every load that has samples in both
+// phases.
+type LatencyVerdict struct {
+	Target float64 `json:"target"`
+	Met    bool    `json:"met"`
+	// Missed names the loads over the target, in report order.
+	Missed []string `json:"missed"`
 }
 
 // Config echoes the settings the run used.
@@ -52,6 +65,20 @@ type Config struct {
 	ReadyTimeoutMs   float64  `json:"ready_timeout_ms"`
 	Loads            []string `json:"loads"`
 	Faults           []string `json:"faults"`
+	// LatencyTarget is the largest ratio of p99 during restarts to p99 in
+	// the baseline that meets the latency target.
+	LatencyTarget float64 `json:"latency_target"`
+	// FailOnLatency: a missed latency target fails the run.
+	FailOnLatency bool `json:"fail_on_latency"`
+	// Defect names the bug the demo service was built with, to check that
+	// the verdict catches it; "" for none.
+	Defect string `json:"defect"`
+	// Command is the service under test, run under the supervisor; empty
+	// for the built-in demo service.
+	Command []string `json:"command"`
+	// CrashSafety: the supervisor kept the descriptors the service stored
+	// with it, and handed them to the generation it started after a crash.
+	CrashSafety bool `json:"crash_safety"`
 }
 
 // Phases gives the boundaries of the run, in seconds since it started.
@@ -65,15 +92,20 @@ type Phases struct {
 
 // Restarts summarises the restart attempts.
 type Restarts struct {
-	Requested      int       `json:"requested"`
-	Attempted      int       `json:"attempted"`
-	Done           int       `json:"done"`
-	Failed         int       `json:"failed"`
-	FaultsInjected int       `json:"faults_injected"`
-	RolledBack     int       `json:"rolled_back"`
-	HandoffMs      Summary   `json:"handoff_ms"`
-	DrainMs        Summary   `json:"drain_ms"`
-	Attempts       []Attempt `json:"attempts"`
+	Requested      int `json:"requested"`
+	Attempted      int `json:"attempted"`
+	Done           int `json:"done"`
+	Failed         int `json:"failed"`
+	FaultsInjected int `json:"faults_injected"`
+	RolledBack     int `json:"rolled_back"`
+	// Crashes counts the serving generations killed by an injected crash
+	// fault, Recovered those after which a new generation served.
+	Crashes    int       `json:"crashes"`
+	Recovered  int       `json:"recovered"`
+	HandoffMs  Summary   `json:"handoff_ms"`
+	DrainMs    Summary   `json:"drain_ms"`
+	RecoveryMs Summary   `json:"recovery_ms"`
+	Attempts   []Attempt `json:"attempts"`
 }
 
 // Attempt is one try at replacing the current generation.
@@ -93,7 +125,10 @@ type Attempt struct {
 	SessionMs float64 `json:"session_ms"`
 	// DrainMs: from READY to the old process's exit.
 	DrainMs float64 `json:"drain_ms"`
-	Error   string  `json:"error"`
+	// RecoveryMs: for a crash fault, from the death of the serving
+	// generation to the next one serving.
+	RecoveryMs float64 `json:"recovery_ms"`
+	Error      string  `json:"error"`
 }
 
 // Load is what one load generator saw.
@@ -107,6 +142,19 @@ type Load struct {
 	Duplicated int64            `json:"duplicated"`
 	Retried    int64            `json:"retried"`
 	Latency    LatencyCompare   `json:"latency"`
+	// DuringCrashes is the part of the failures, losses and retries above
+	// that happened while a serving generation killed by a crash fault was
+	// dead (from the fault to the next generation serving). Only refused
+	// connections among them fail the run, and only with crash safety on.
+	DuringCrashes Trouble `json:"during_crashes"`
+}
+
+// Trouble counts what went wrong in part of a run.
+type Trouble struct {
+	Failed   int64            `json:"failed"`
+	FailedBy map[string]int64 `json:"failed_by"`
+	Lost     int64            `json:"lost"`
+	Retried  int64            `json:"retried"`
 }
 
 // LatencyCompare sets latency without restarts (the baseline phase) beside
@@ -134,18 +182,23 @@ type Generation struct {
 	PID   int    `json:"pid"`
 	Fault string `json:"fault"`
 	// Outcome: "retired" (handed over and drained), "final" (stopped at the
-	// end of the run), "rolled-back" (removed after a failed hand-off) or
-	// "failed" (ended in a way nobody asked for).
+	// end of the run), "rolled-back" (removed after a failed hand-off),
+	// "crashed" (killed while serving by a crash fault) or "failed" (ended
+	// in a way nobody asked for).
 	Outcome string `json:"outcome"`
 	Exit    string `json:"exit"`
 	// Served counts the answers the load generators got from this generation.
 	Served map[string]int64 `json:"served"`
 	// FdsAfterHandoff: open descriptors once the set was received (or created,
-	// for generation 0) and before serving; -1 when not reported.
+	// for the first generation) and before serving; -1 when not reported.
 	FdsAfterHandoff int `json:"fds_after_handoff"`
 	// FdsAtExit: open descriptors after draining, just before exiting; -1
 	// when not reported.
 	FdsAtExit int `json:"fds_at_exit"`
+	// Serves is where the generation said, once ready, that it serves: an
+	// address per listener or socket ("http", "stream", "udp"). A
+	// generation that took them over serves where the first one did.
+	Serves map[string]string `json:"serves"`
 }
 
 // Fds is the descriptor accounting that must stay flat across generations.

@@ -106,7 +106,7 @@ func passing() *report.Report {
 	return &report.Report{
 		Schema: report.SchemaID,
 		Config: report.Config{Restarts: 2, IntervalMs: 200, BaselineMs: 1000, Concurrency: 1, RatePerClient: 100,
-			RequestTimeoutMs: 2000, ReadyTimeoutMs: 2000, Loads: []string{"http"}, Faults: []string{}},
+			RequestTimeoutMs: 2000, ReadyTimeoutMs: 2000, Loads: []string{"http"}, Faults: []string{}, LatencyTarget: 1.3},
 		Phases: report.Phases{BaselineStartS: 1, BaselineEndS: 2, RestartStartS: 2, RestartEndS: 2.4, EndS: 3},
 		Restarts: report.Restarts{Requested: 2, Attempted: 2, Done: 2, Attempts: []report.Attempt{
 			{Index: 1, Gen: 1, From: 0, AtS: 2, OK: true, HandoffMs: 5},
@@ -114,12 +114,23 @@ func passing() *report.Report {
 		}},
 		Loads: []report.Load{{Name: "http", Sent: 10, OK: 10, FailedBy: map[string]int64{}}},
 		Generations: []report.Generation{
-			{Gen: 0, PID: 10, Outcome: report.Retired, Served: map[string]int64{"http": 4}, FdsAfterHandoff: 14, FdsAtExit: 10},
-			{Gen: 1, PID: 11, Outcome: report.Retired, Served: map[string]int64{"http": 3}, FdsAfterHandoff: 19, FdsAtExit: 10},
-			{Gen: 2, PID: 12, Outcome: report.Final, Served: map[string]int64{"http": 3}, FdsAfterHandoff: 19, FdsAtExit: 10},
+			{Gen: 0, PID: 10, Outcome: report.Retired, Served: map[string]int64{"http": 4}, FdsAfterHandoff: 14, FdsAtExit: 10, Serves: serves()},
+			{Gen: 1, PID: 11, Outcome: report.Retired, Served: map[string]int64{"http": 3}, FdsAfterHandoff: 19, FdsAtExit: 10, Serves: serves()},
+			{Gen: 2, PID: 12, Outcome: report.Final, Served: map[string]int64{"http": 3}, FdsAfterHandoff: 19, FdsAtExit: 10, Serves: serves()},
 		},
 		Supervisor: report.Supervisor{PID: 1, GenerationsReaped: 3},
 	}
+}
+
+func serves() map[string]string {
+	return map[string]string{"http": "127.0.0.1:1000", "stream": "127.0.0.1:1001"}
+}
+
+// withLatency gives the report's one load p99 latencies in both phases.
+func withLatency(r *report.Report, baselineP99, restartsP99 float64) *report.Report {
+	r.Loads[0].Latency = report.Compare(report.Summary{Count: 5, P50Ms: 1, P99Ms: baselineP99, MaxMs: baselineP99},
+		report.Summary{Count: 5, P50Ms: 1, P99Ms: restartsP99, MaxMs: restartsP99})
+	return r
 }
 
 var _ = Describe("the verdict", func() {
@@ -132,7 +143,8 @@ var _ = Describe("the verdict", func() {
 	It("passes when nothing went wrong, with exit code 0", func() {
 		r := judged(passing(), false)
 		Expect(r.Fds.Flat).To(BeTrue())
-		Expect(r.Verdict).To(Equal(report.Verdict{Pass: true, Problems: []string{}}))
+		Expect(r.Verdict).To(Equal(report.Verdict{Pass: true, Problems: []string{},
+			Latency: report.LatencyVerdict{Target: 1.3, Met: true, Missed: []string{}}}))
 		Expect(r.ExitCode()).To(Equal(0))
 	})
 
@@ -172,9 +184,61 @@ var _ = Describe("the verdict", func() {
 		Entry("descriptors left at exit", func(r *report.Report) { r.Generations[1].FdsAtExit = 11 }, 12, "not flat"),
 		Entry("a count missing", func(r *report.Report) { r.Generations[1].FdsAtExit = -1 }, 12, "not flat"),
 		Entry("descriptors growing in the supervisor", func(*report.Report) {}, 13, "supervisor 12 -> 13"),
+		Entry("a keep-alive request sent twice", func(r *report.Report) { r.Loads[0].Retried = 2 }, 12,
+			"http: 2 retried: the server closed a reused keep-alive connection with the request in flight"),
+		Entry("a listener served at another address than the first generation's", func(r *report.Report) {
+			r.Generations[2].Serves = map[string]string{"http": "127.0.0.1:1000", "stream": "127.0.0.1:2002"}
+		}, 12, "stream: generation 2 serves at 127.0.0.1:2002, not at 127.0.0.1:1001: it did not take the stream descriptor over"),
+		Entry("a connection refused while a crashed generation was replaced, with crash safety on", func(r *report.Report) {
+			r.Config.CrashSafety = true
+			r.Loads[0].Failed, r.Loads[0].FailedBy = 3, map[string]int64{"refused": 3}
+			r.Loads[0].DuringCrashes = report.Trouble{Failed: 3, FailedBy: map[string]int64{"refused": 3}}
+		}, 12, "http: 3 refused while a crashed generation was being replaced: the listener or socket did not outlive it"),
+		Entry("a failure outside the crashes", func(r *report.Report) {
+			r.Loads[0].Failed, r.Loads[0].FailedBy = 3, map[string]int64{"reset": 3}
+			r.Loads[0].DuringCrashes = report.Trouble{Failed: 2, FailedBy: map[string]int64{"reset": 2}}
+		}, 12, "http: 1 failed (reset 1)"),
+		Entry("a crash the service did not recover from", func(r *report.Report) {
+			r.Restarts.Attempts = append(r.Restarts.Attempts, report.Attempt{Index: 3, Fault: "sigkill", Error: "no generation served"})
+		}, 12, `restart 3: the service did not recover from fault "sigkill" (no generation served)`),
+		Entry("a missed latency target with -fail-on-latency", func(r *report.Report) {
+			withLatency(r, 2, 2.8).Config.FailOnLatency = true
+		}, 12, "latency target missed (-fail-on-latency): http p99 1.40x (target 1.3x of the baseline)"),
 	)
 
-	It("leaves generation 0 and rolled-back generations out of the hand-off comparison", func() {
+	Describe("the latency target", func() {
+		It("is met within 1.3x, and a miss is reported apart without failing the run", func() {
+			r := judged(withLatency(passing(), 2, 2.6), false)
+			Expect(r.Verdict.Latency).To(Equal(report.LatencyVerdict{Target: 1.3, Met: true, Missed: []string{}}))
+
+			r = judged(withLatency(passing(), 2, 2.8), false)
+			Expect(r.Verdict.Latency).To(Equal(report.LatencyVerdict{Target: 1.3, Met: false, Missed: []string{"http"}}))
+			Expect(r.Verdict.Pass).To(BeTrue())
+			var out bytes.Buffer
+			Expect(r.WriteText(&out, false)).To(Succeed())
+			Expect(out.String()).To(ContainSubstring("LATENCY MISSED: http p99 1.40x (target 1.3x of the baseline); reported, does not fail the run (-fail-on-latency would)\nPASS"))
+		})
+
+		It("follows the configured target and leaves out loads without both phases", func() {
+			r := withLatency(passing(), 2, 2.8)
+			r.Config.LatencyTarget = 1.5
+			r.Loads = append(r.Loads, report.Load{Name: "file", Sent: 3, OK: 3})
+			Expect(judged(r, false).Verdict.Latency).To(Equal(report.LatencyVerdict{Target: 1.5, Met: true, Missed: []string{}}))
+		})
+	})
+
+	It("excuses what failed while a crashed generation was replaced, and refused connections without crash safety", func() {
+		r := passing()
+		r.Restarts.Attempts = append(r.Restarts.Attempts, report.Attempt{Index: 3, Fault: "sigkill", OK: true, RecoveryMs: 9})
+		r.Loads[0].Failed, r.Loads[0].FailedBy = 5, map[string]int64{"refused": 3, "reset": 2}
+		r.Loads[0].Retried = 1
+		r.Loads[0].DuringCrashes = report.Trouble{Failed: 5, FailedBy: map[string]int64{"refused": 3, "reset": 2}, Retried: 1}
+		r = judged(r, false)
+		Expect(r.Verdict.Problems).To(BeEmpty())
+		Expect(r.ExitCode()).To(Equal(0))
+	})
+
+	It("leaves the first generation and rolled-back generations out of the hand-off comparison", func() {
 		r := passing()
 		r.Generations = append(r.Generations, report.Generation{Gen: 3, Outcome: report.RolledBack, FdsAfterHandoff: 40, FdsAtExit: -1})
 		r.FdAccounting(12, 12)
@@ -197,7 +261,7 @@ var _ = Describe("the outputs", func() {
 		Expect(text).To(MatchRegexp(`http\s+10\s+10\s+1\s+0\s+0\s+0\s+eof 1`))
 		Expect(text).To(ContainSubstring("after hand-off 19 in every generation, at exit 10 in every generation"))
 		Expect(text).To(ContainSubstring("supervisor pid 1 reaped 3 of 3 generations"))
-		Expect(text).To(ContainSubstring("FAIL\n  - http: 1 failed (eof 1)"))
+		Expect(text).To(ContainSubstring("LATENCY MET: p99 during restarts within 1.3x of the baseline for every load\nFAIL\n  - http: 1 failed (eof 1)"))
 	})
 
 	It("writes JSON that the documented schema accepts", func() {

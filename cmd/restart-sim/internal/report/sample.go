@@ -66,19 +66,32 @@ type Sample struct {
 	Latency time.Duration
 	Outcome Outcome
 	Gen     int32 // generation that answered; -1 when unknown
+	Retried bool  // HTTP: net/http sent the request a second time
 }
 
 // Series collects the samples of one load; safe for concurrent use.
 type Series struct {
 	mu      sync.Mutex
 	samples []Sample
+	failed  int
 }
 
 // Add records one sample.
 func (s *Series) Add(sample Sample) {
 	s.mu.Lock()
 	s.samples = append(s.samples, sample)
+	if sample.Outcome != OK {
+		s.failed++
+	}
 	s.mu.Unlock()
+}
+
+// Count returns the number of samples so far and how many failed, without
+// copying them.
+func (s *Series) Count() (n, failed int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.samples), s.failed
 }
 
 // Samples returns a copy of the samples so far, ordered by At.

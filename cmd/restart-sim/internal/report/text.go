@@ -13,9 +13,48 @@ import (
 
 // WriteJSON writes the report as indented JSON.
 func (r *Report) WriteJSON(w io.Writer) error {
+	r.normalize()
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
+}
+
+// normalize makes every nil list and map empty, as the schema wants them.
+func (r *Report) normalize() {
+	orEmpty := func(l *[]string) {
+		if *l == nil {
+			*l = []string{}
+		}
+	}
+	counts := func(m *map[string]int64) {
+		if *m == nil {
+			*m = map[string]int64{}
+		}
+	}
+	orEmpty(&r.Config.Command)
+	orEmpty(&r.Config.Loads)
+	orEmpty(&r.Config.Faults)
+	orEmpty(&r.Verdict.Problems)
+	orEmpty(&r.Verdict.Latency.Missed)
+	if r.Restarts.Attempts == nil {
+		r.Restarts.Attempts = []Attempt{}
+	}
+	if r.Loads == nil {
+		r.Loads = []Load{}
+	}
+	for i := range r.Loads {
+		counts(&r.Loads[i].FailedBy)
+		counts(&r.Loads[i].DuringCrashes.FailedBy)
+	}
+	if r.Generations == nil {
+		r.Generations = []Generation{}
+	}
+	for i := range r.Generations {
+		counts(&r.Generations[i].Served)
+		if r.Generations[i].Serves == nil {
+			r.Generations[i].Serves = map[string]string{}
+		}
+	}
 }
 
 // SaveJSON writes the report as JSON to the file at path.
@@ -55,9 +94,17 @@ func (r *Report) writeRestarts(p *printer, verbose bool) {
 		rs.Done, rs.Failed, rs.FaultsInjected, rs.RolledBack)
 	p.printf("          hand-off %s (process start to READY); drain %s (READY to old process gone)\n",
 		summary(rs.HandoffMs), summary(rs.DrainMs))
+	if rs.Crashes > 0 {
+		safety := "on"
+		if !r.Config.CrashSafety {
+			safety = "OFF"
+		}
+		p.printf("          crashes %d, recovered %d, crash safety %s: recovery %s (death to the next generation serving)\n",
+			rs.Crashes, rs.Recovered, safety, summary(rs.RecoveryMs))
+	}
 	if verbose {
 		tw := p.table()
-		fmt.Fprintln(tw, "  #\tgen\tfrom\tat s\tfault\tresult\thand-off ms\tsession ms\tdrain ms\terror")
+		fmt.Fprintln(tw, "  #\tgen\tfrom\tat s\tfault\tresult\thand-off ms\tsession ms\tdrain ms\trecovery ms\terror")
 		for _, a := range rs.Attempts {
 			result := "ok"
 			switch {
@@ -66,12 +113,18 @@ func (r *Report) writeRestarts(p *printer, verbose bool) {
 			case !a.OK:
 				result = "FAILED"
 			}
-			fmt.Fprintf(tw, "  %d\t%d\t%d\t%.2f\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\n", a.Index, a.Gen, a.From, a.AtS,
-				dash(a.Fault), result, a.HandoffMs, a.SessionMs, a.DrainMs, dash(a.Error))
+			fmt.Fprintf(tw, "  %d\t%d\t%d\t%.2f\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%s\n", a.Index, a.Gen, a.From, a.AtS,
+				dash(a.Fault), result, a.HandoffMs, a.SessionMs, a.DrainMs, a.RecoveryMs, dash(a.Error))
 		}
 		p.flush(tw)
 	}
 	for _, a := range rs.Attempts {
+		if IsCrash(a.Fault) {
+			if !a.OK {
+				p.printf("          restart %d (fault %s): NOT recovered (%s)\n", a.Index, a.Fault, dash(a.Error))
+			}
+			continue
+		}
 		if a.Fault != "" || !a.OK {
 			what := "rolled back: the old generation kept serving"
 			if !a.RolledBack {
@@ -91,6 +144,27 @@ func (r *Report) writeLoads(p *printer) {
 			l.Retried, dash(causes(l.FailedBy)))
 	}
 	p.flush(tw)
+	if r.Restarts.Crashes > 0 {
+		var parts []string
+		for _, l := range r.Loads {
+			if l.Name == "file" {
+				continue // the lines are written by the service: nothing to refuse
+			}
+			c := l.DuringCrashes
+			part := fmt.Sprintf("%s %d refused", l.Name, c.FailedBy[Refused.String()])
+			if others := c.Failed - c.FailedBy[Refused.String()]; others > 0 {
+				part += fmt.Sprintf(", %d failed otherwise", others)
+			}
+			if c.Lost > 0 {
+				part += fmt.Sprintf(", %d lost", c.Lost)
+			}
+			if c.Retried > 0 {
+				part += fmt.Sprintf(", %d retried", c.Retried)
+			}
+			parts = append(parts, part)
+		}
+		p.printf("during crashes (counted above; only refused ones fail, with crash safety on): %s\n", strings.Join(parts, "; "))
+	}
 	p.printf("\n")
 }
 
@@ -110,7 +184,7 @@ func (r *Report) writeLatency(p *printer) {
 	}
 	row("all", r.Latency)
 	p.flush(tw)
-	p.printf("(successful requests only; target: p99 during restarts within 1.3x of the baseline)\n\n")
+	p.printf("(successful requests only; target: p99 during restarts within %.2gx of the baseline)\n\n", r.Verdict.Latency.Target)
 }
 
 func (r *Report) writeGenerations(p *printer, verbose bool) {
@@ -135,7 +209,11 @@ func (r *Report) writeGenerations(p *printer, verbose bool) {
 		slices.Sort(counts)
 		parts = append(parts, fmt.Sprintf("%s %d/%d/%d", l.Name, counts[0], counts[len(counts)/2], counts[len(counts)-1]))
 	}
-	p.printf("GENERATIONS %d started, %d that took over served nothing\n", len(r.Generations), idle)
+	if len(r.Config.Command) > 0 {
+		p.printf("GENERATIONS %d started (which one answered is known of the demo service only)\n", len(r.Generations))
+	} else {
+		p.printf("GENERATIONS %d started, %d that took over served nothing\n", len(r.Generations), idle)
+	}
 	if len(parts) > 0 {
 		p.printf("          served per generation (min/median/max): %s\n", strings.Join(parts, ", "))
 	}
@@ -165,6 +243,15 @@ func (r *Report) writeFds(p *printer) {
 
 func (r *Report) writeVerdict(p *printer) {
 	v := r.Verdict
+	lat := v.Latency
+	switch {
+	case lat.Met:
+		p.printf("LATENCY MET: p99 during restarts within %.2gx of the baseline for every load\n", lat.Target)
+	case r.Config.FailOnLatency:
+		p.printf("LATENCY MISSED: %s; -fail-on-latency makes this fail the run\n", r.missedText(lat))
+	default:
+		p.printf("LATENCY MISSED: %s; reported, does not fail the run (-fail-on-latency would)\n", r.missedText(lat))
+	}
 	switch {
 	case !v.Pass:
 		p.printf("FAIL\n")

@@ -20,21 +20,39 @@ var _ = Describe("the flags", func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cfg).To(Equal(DefaultConfig()))
 		Expect(cfg.Loads).To(Equal([]string{"http", "keepalive", "stream", "udp", "file"}))
-		total := warmup + cfg.Baseline + time.Duration(cfg.Restarts)*cfg.Interval + tail
+		total := warmup(cfg) + cfg.Baseline + time.Duration(cfg.Restarts)*cfg.Interval + tail
 		Expect(total).To(BeNumerically("~", time.Minute, 15*time.Second))
 		Expect(out.String()).To(BeEmpty())
 	})
 
 	It("read every setting", func() {
 		cfg, err := Parse(strings.Fields("-restarts 7 -interval 50ms -baseline 2s -concurrency 3 -rate 0 "+
-			"-loads udp,stream -faults kill,crash,kill -ready-timeout 1s -timeout 3s -json r.json -chart c.svg -verbose"), new(bytes.Buffer))
+			"-loads udp,stream -faults kill,crash,kill -ready-timeout 1s -timeout 3s -json r.json -chart c.svg -verbose "+
+			"-latency-target 1.5 -fail-on-latency -progress 2s -defect udp-drop"), new(bytes.Buffer))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(cfg).To(Equal(Config{
 			Restarts: 7, Interval: 50 * time.Millisecond, Baseline: 2 * time.Second, Concurrency: 3, Rate: 0,
 			Loads: []string{"udp", "stream"}, Faults: []string{"kill", "crash", "kill"},
 			ReadyTimeout: time.Second, RequestTimeout: 3 * time.Second, StepTimeout: DefaultStepTimeout,
 			JSON: "r.json", Chart: "c.svg", Verbose: true,
+			LatencyTarget: 1.5, FailOnLatency: true, Progress: 2 * time.Second, Defect: "udp-drop",
+			CrashSafety: true, HTTPStatus: 200,
 		}))
+	})
+
+	It("take a service of the user's after --", func() {
+		cfg, err := Parse(strings.Fields("-restarts 3 -http http://127.0.0.1:8080/health -http-status 204 -tcp 127.0.0.1:7 "+
+			"-udp 127.0.0.1:7 -faults sigkill,panic -crash-safety=false -handoff /run/app.sock -- ./server -addr :8080 --verbose"), new(bytes.Buffer))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(cfg.Command).To(Equal([]string{"./server", "-addr", ":8080", "--verbose"}))
+		Expect(cfg.HTTPURL).To(Equal("http://127.0.0.1:8080/health"))
+		Expect(cfg.HTTPStatus).To(Equal(204))
+		Expect([]string{cfg.TCPAddr, cfg.UDPAddr, cfg.Handoff}).To(Equal([]string{"127.0.0.1:7", "127.0.0.1:7", "/run/app.sock"}))
+		Expect(cfg.Loads).To(Equal([]string{"http", "keepalive", "tcp", "udp"}))
+		Expect(cfg.Faults).To(Equal([]string{"sigkill", "panic"}))
+		Expect(cfg.CrashSafety).To(BeFalse())
+		Expect(cfg.ReadyTimeout).To(Equal(DefaultUserReadyTimeout), "a program of the user's may start slower than the demo")
+		Expect(cfg.demo()).To(BeFalse())
 	})
 
 	It("turn -duration into restarts", func() {
@@ -61,7 +79,15 @@ var _ = Describe("the flags", func() {
 		},
 		Entry("an unknown flag", "-restart 3", "flag provided but not defined: -restart"),
 		Entry("a value that is not a number", "-restarts many", `invalid value "many" for flag -restarts`),
-		Entry("a stray argument", "fast", `unexpected argument "fast"`),
+		Entry("a stray argument", "fast", `unexpected argument "fast" (a command goes after --)`),
+		Entry("a command with nothing to drive", "-- ./server", "with a command, name what to drive: -http URL, -tcp ADDR or -udp ADDR"),
+		Entry("-http without a command", "-http http://127.0.0.1/", "-http is for your service: name it after --"),
+		Entry("a URL off loopback", "-http http://192.0.2.1/ -- ./server", `-http: load: target is not a loopback address: "192.0.2.1:80"`),
+		Entry("a URL that is not http", "-http https://127.0.0.1/ -- ./server", `-http: load: "https://127.0.0.1/" is not an http:// URL`),
+		Entry("a TCP address off loopback", "-tcp 192.0.2.1:7 -- ./server", `-tcp: load: target is not a loopback address: "192.0.2.1:7"`),
+		Entry("-loads with a command", "-loads http -tcp 127.0.0.1:7 -- ./server", "-loads is for the demo service, not with a command"),
+		Entry("a hand-off fault with a command", "-faults hang -tcp 127.0.0.1:7 -- ./server",
+			"-faults hang: only the demo service can be told to fail its hand-off; for your service: sigkill, panic"),
 		Entry("negative restarts", "-restarts -1", "-restarts must be between 0 and"),
 		Entry("restarts and duration", "-restarts 3 -duration 1s", "-restarts and -duration both set"),
 		Entry("a duration shorter than the interval", "-duration 100ms", "-duration must be at least one -interval"),
@@ -74,9 +100,12 @@ var _ = Describe("the flags", func() {
 		Entry("an unknown load", "-loads http,ftp", `-loads: unknown "ftp"; choose among http, keepalive, stream, udp, file`),
 		Entry("a load twice", "-loads udp,udp", `-loads: "udp" given twice`),
 		Entry("no load", "-loads ,", "-loads names no load"),
-		Entry("an unknown fault", "-faults crash,explode", `-faults: unknown "explode"; choose among crash, hang, kill`),
+		Entry("an unknown fault", "-faults crash,explode", `-faults: unknown "explode"; choose among crash, hang, kill, sigkill, panic`),
 		Entry("faults without restarts", "-restarts 0 -faults crash", "-faults needs at least one restart"),
 		Entry("a chart format", "-chart latency.gif", "the file name must end in .svg, .png or .pdf"),
+		Entry("a latency target below 1", "-latency-target 0.9", "-latency-target must be at least 1, got 0.9"),
+		Entry("a negative progress interval", "-progress -1s", "-progress must not be negative"),
+		Entry("an unknown defect", "-defect typo", `-defect: unknown "typo"; choose among http-wrong,`),
 		Entry("a request timeout a hung successor would exceed", "-faults hang -ready-timeout 2s -timeout 2s",
 			"-timeout (2s) must be at least -ready-timeout (2s) + 1s with the hang fault"),
 	)

@@ -8,17 +8,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
-	"sort"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/control"
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/generation"
 	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/load"
 	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/report"
-	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/supervisor"
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/service"
 	"github.com/gracefulfd/graceful/harness"
 )
 
@@ -30,8 +33,10 @@ const (
 	ExitInterrupted = 3
 )
 
-// warmup is load before the baseline, left out of the latency figures.
-const warmup = time.Second
+// warmup is load before the baseline, left out of the latency figures:
+// a second, or the baseline's length when that is shorter (a short run
+// is a test).
+func warmup(cfg Config) time.Duration { return min(time.Second, cfg.Baseline) }
 
 // tail is load after the last restart, so that the last generation serves
 // too before the run stops.
@@ -87,8 +92,8 @@ func Output(r *Result, cfg Config, stdout, stderr io.Writer) int {
 }
 
 // signalContext is cancelled by the first SIGTERM or SIGINT: the run then
-// stops its loads, stops the current generation with SIGTERM (it drains
-// and exits), and reports on what ran.
+// stops its loads, stops the service (the supervisor sends SIGTERM to the
+// serving generation, which drains and exits), and reports on what ran.
 func signalContext() (context.Context, func()) {
 	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 }
@@ -100,37 +105,53 @@ type Result struct {
 }
 
 // Run runs one simulation; cancelling ctx stops it early (the report says
-// it was interrupted). Generations print their own errors to stderr. It
-// returns an error, with no result, only when the simulation could not
-// start; an error with a result says why it ended early.
+// it was interrupted). It returns an error, with no result, only when the
+// simulation could not start; an error with a result says why it ended
+// early.
 func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 	dir, err := os.MkdirTemp("", "gf")
 	if err != nil {
 		return nil, fmt.Errorf("make a private directory (TMPDIR=%q): %w", os.TempDir(), err)
 	}
 	defer os.RemoveAll(dir)
-	reaper := supervisor.StartReaper()
-	defer reaper.Stop()
 
 	origin := time.Now()
-	planned := warmup + cfg.Baseline + time.Duration(cfg.Restarts+len(cfg.Faults))*cfg.Interval + tail +
+	planned := warmup(cfg) + cfg.Baseline + time.Duration(cfg.Restarts+len(cfg.Faults))*cfg.Interval + tail +
 		time.Duration(len(cfg.Faults))*(cfg.ReadyTimeout+3*cfg.StepTimeout)
-	sup, err := supervisor.New(supervisor.Config{
-		Dir: dir, Origin: origin, Timeout: cfg.StepTimeout, ReadyTimeout: cfg.ReadyTimeout,
-		LineWriters: lineWriters(cfg), LineRate: lineRate(cfg), Lifetime: planned + time.Minute,
-		Stderr: stderr, Env: passEnv(), Reaper: reaper,
-	})
-	if err != nil {
-		return nil, err
+	r := &runner{cfg: cfg, origin: origin, out: stderr, faultOf: map[int]string{}, fdsAtReady: map[int]int{}}
+	svcCfg := service.Config{
+		Dir: filepath.Join(dir, "supervisor"), ReadyTimeout: cfg.ReadyTimeout, StopTimeout: 2 * cfg.StepTimeout,
+		CrashSafety: cfg.CrashSafety, Output: stderr, Log: stderr, Verbose: cfg.Verbose,
 	}
-	addrs, err := sup.Start()
-	if err != nil {
-		sup.KillAll()
-		return nil, err
+	var tg targets
+	if cfg.demo() {
+		if r.sink, err = control.Listen(filepath.Join(dir, "report.sock")); err != nil {
+			return nil, err
+		}
+		defer r.sink.Close()
+		if r.demo, err = demoConfig(cfg, dir); err != nil {
+			return nil, err
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find this executable: %w", err)
+		}
+		svcCfg.Path, svcCfg.Args, svcCfg.Env, svcCfg.Handoff = exe, generation.Args(*r.demo), passEnv(), r.demo.Handoff
+		tg = targets{http: r.demo.HTTPAddr, stream: r.demo.StreamAddr, udp: r.demo.UDPAddr}
+	} else {
+		svcCfg.Path, svcCfg.Args, svcCfg.Handoff = cfg.Command[0], cfg.Command[1:], cfg.Handoff
+		tg = targets{url: cfg.HTTPURL, tcp: cfg.TCPAddr, udp: cfg.UDPAddr}
+	}
+
+	if r.svc, err = service.Start(svcCfg); err != nil {
+		return nil, fmt.Errorf("start %s: %w", svcCfg.Path, err)
+	}
+	if g, ok := r.svc.Serving(); ok {
+		r.readyFds(g)
 	}
 	fdsStart, err := harness.CountFDs(os.Getpid())
 	if err != nil {
-		sup.KillAll()
+		r.svc.Stop()
 		return nil, err
 	}
 
@@ -138,9 +159,9 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 		Start: origin, Clients: cfg.Concurrency, Rate: cfg.Rate, Timeout: cfg.RequestTimeout,
 		MaxPerClient: maxPerClient(cfg.Rate, planned),
 	}
-	gens, err := generators(ctx, cfg, lcfg, addrs)
+	gens, err := generators(ctx, cfg, lcfg, tg)
 	if err != nil {
-		sup.KillAll()
+		r.svc.Stop()
 		return nil, err
 	}
 	loadCtx, stopLoads := context.WithTimeout(context.Background(), planned+time.Minute)
@@ -154,13 +175,15 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 		}()
 	}
 
+	prog := &progress{every: cfg.Progress, planned: cfg.Restarts + len(cfg.Faults), gens: gens, origin: origin, out: stderr}
+	stopProgress := prog.start()
+	defer stopProgress()
+
 	ph := report.Phases{}
 	since := func() float64 { return time.Since(origin).Seconds() }
-	var attempts []report.Attempt
 	var runErr error
-	fmt.Fprintf(stderr, "restart-sim: generation 0 serves %s (http), %s (streams), %s (udp); loads: %s\n",
-		addrs.HTTP, addrs.Stream, addrs.UDP, strings.Join(cfg.Loads, ", "))
-	if pause(ctx, warmup) {
+	fmt.Fprintf(stderr, "restart-sim: %s serves %s; loads: %s\n", what(cfg), tg, strings.Join(names(gens, cfg), ", "))
+	if pause(ctx, warmup(cfg)) {
 		fmt.Fprintf(stderr, "restart-sim: baseline phase: %v without restarts\n", cfg.Baseline)
 		ph.BaselineStartS = since()
 		pause(ctx, cfg.Baseline)
@@ -170,33 +193,33 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 		fmt.Fprintf(stderr, "restart-sim: restart phase: %d restarts every %v, faults: %d\n",
 			cfg.Restarts, cfg.Interval, len(cfg.Faults))
 		ph.RestartStartS = since()
-		attempts, runErr = restarts(ctx, cfg, sup)
+		runErr = r.restarts(ctx, prog)
 		ph.RestartEndS = since()
 		if runErr == nil {
 			pause(ctx, tail)
 		}
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintln(stderr, "restart-sim: interrupted: stopping the loads, then the current generation")
+		fmt.Fprintln(stderr, "restart-sim: interrupted: stopping the loads, then the service")
 	}
 
+	stopProgress()
 	stopLoads()
 	running.Wait()
 	fdsEnd := settledFds(fdsStart)
-	if err := sup.Stop(); err != nil && runErr == nil {
+	exit, err := r.svc.Stop()
+	if err != nil && runErr == nil {
 		runErr = err
 	}
-	sup.KillAll()
 	ph.EndS = since()
 
-	res, err := build(cfg, sup, gens, attempts, ph)
+	res, err := r.build(gens, ph, exit)
 	if err != nil {
 		return nil, err
 	}
 	res.Report.FdAccounting(fdsStart, fdsEnd)
-	res.Report.Supervisor = report.Supervisor{
-		PID: os.Getpid(), GenerationsReaped: sup.Reaped(), OrphansReaped: reaper.Reaped(),
-	}
+	gs := r.svc.Generations()
+	res.Report.Supervisor = report.Supervisor{PID: os.Getpid(), GenerationsReaped: len(gs), OrphansReaped: r.svc.Orphans()}
 	res.Report.Judge(ctx.Err() != nil)
 	if runErr != nil {
 		res.Report.Verdict.Pass = false
@@ -205,38 +228,84 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 	return res, runErr
 }
 
-// restarts runs the restart phase: cfg.Restarts hand-offs, plus one attempt
-// per injected fault spread evenly among them. Each attempt starts
-// cfg.Interval after the previous one started, or at once when that one took
-// longer (no catching up in bursts).
-func restarts(ctx context.Context, cfg Config, sup *supervisor.Supervisor) ([]report.Attempt, error) {
-	plan := schedule(cfg.Restarts, cfg.Faults)
-	var attempts []report.Attempt
-	next := time.Now()
-	for i, fault := range plan {
-		if !pause(ctx, time.Until(next)) {
-			break
-		}
-		next = time.Now().Add(cfg.Interval)
-		a, err := sup.Restart(i+1, fault)
-		attempts = append(attempts, a)
-		if err != nil {
-			return attempts, err
-		}
-	}
-	return attempts, nil
+// targets are the addresses the loads drive.
+type targets struct {
+	http, stream, udp string // the demo's
+	url, tcp          string // a service of the user's (and udp)
 }
 
-// schedule places the faults evenly among the restarts: the result has one
-// entry per attempt, "" for a plain restart. Fault i of n goes at position
-// (i+1)*total/(n+1), so that none comes first when a restart can.
-func schedule(restarts int, faults []string) []string {
-	total := restarts + len(faults)
-	plan := make([]string, total)
-	for i, f := range faults {
-		plan[(i+1)*total/(len(faults)+1)] = f
+func (t targets) String() string {
+	var parts []string
+	for _, p := range []struct{ name, addr string }{
+		{"http", t.http}, {"stream", t.stream}, {"http", t.url}, {"tcp", t.tcp}, {"udp", t.udp},
+	} {
+		if p.addr != "" {
+			parts = append(parts, p.addr+" ("+p.name+")")
+		}
 	}
-	return plan
+	return strings.Join(parts, ", ")
+}
+
+func what(cfg Config) string {
+	if cfg.demo() {
+		return "the demo service"
+	}
+	return strings.Join(cfg.Command, " ")
+}
+
+func names(gens []load.Generator, cfg Config) []string {
+	var out []string
+	for _, g := range gens {
+		out = append(out, g.Name())
+	}
+	if cfg.demo() && cfg.has(load.File) {
+		out = append(out, load.File)
+	}
+	return out
+}
+
+// demoConfig is the command line of every generation of the demo service:
+// its sockets and files in dir, and the addresses of a first start, picked
+// free now.
+func demoConfig(cfg Config, dir string) (*generation.Config, error) {
+	httpAddr, err := freeAddr("tcp")
+	if err != nil {
+		return nil, err
+	}
+	streamAddr, err := freeAddr("tcp")
+	if err != nil {
+		return nil, err
+	}
+	udpAddr, err := freeAddr("udp")
+	if err != nil {
+		return nil, err
+	}
+	return &generation.Config{
+		Handoff: filepath.Join(dir, "handoff.sock"), Report: filepath.Join(dir, "report.sock"),
+		FaultFile: filepath.Join(dir, "fault"), File: filepath.Join(dir, "lines.log"),
+		HTTPAddr: httpAddr, StreamAddr: streamAddr, UDPAddr: udpAddr,
+		ReadyTimeout: cfg.ReadyTimeout, Timeout: cfg.StepTimeout,
+		LineWriters: lineWriters(cfg), LineRate: lineRate(cfg), Defect: cfg.Defect,
+	}, nil
+}
+
+// freeAddr returns a loopback address with a port the kernel has just
+// given out (and taken back): the demo's first generation binds it.
+func freeAddr(network string) (string, error) {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.LocalAddr().String(), nil
+	}
+	ln, err := net.Listen(network, "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // pause waits d, and reports false when ctx ended first.
@@ -271,15 +340,30 @@ func settledFds(start int) int {
 	}
 }
 
-// generators makes the loads cfg asks for; the streams connect at once, so
-// that they exist in generation 0.
-func generators(ctx context.Context, cfg Config, lcfg load.Config, addrs supervisor.Addrs) ([]load.Generator, error) {
+// generators makes the loads: the demo's (cfg.Loads), or those of a
+// service of the user's; the streams connect at once, so that they exist
+// in the first generation.
+func generators(ctx context.Context, cfg Config, lcfg load.Config, t targets) ([]load.Generator, error) {
 	var gens []load.Generator
 	add := func(g load.Generator, err error) error {
 		if err == nil {
 			gens = append(gens, g)
 		}
 		return err
+	}
+	if !cfg.demo() {
+		var err error
+		if t.url != "" {
+			err = errors.Join(add(load.NewHTTPURL(lcfg, t.url, false, cfg.HTTPStatus)),
+				add(load.NewHTTPURL(lcfg, t.url, true, cfg.HTTPStatus)))
+		}
+		if t.tcp != "" && err == nil {
+			err = add(load.NewTCPEcho(lcfg, t.tcp))
+		}
+		if t.udp != "" && err == nil {
+			err = add(load.NewUDPEcho(lcfg, t.udp))
+		}
+		return gens, err
 	}
 	var err error
 	for _, name := range load.Names {
@@ -288,93 +372,19 @@ func generators(ctx context.Context, cfg Config, lcfg load.Config, addrs supervi
 		}
 		switch name {
 		case load.HTTP, load.KeepAlive:
-			err = add(load.NewHTTP(lcfg, addrs.HTTP, name == load.KeepAlive))
+			err = add(load.NewHTTP(lcfg, t.http, name == load.KeepAlive))
 		case load.Stream:
 			var s *load.StreamLoad
-			if s, err = load.NewStream(lcfg, addrs.Stream); err == nil {
+			if s, err = load.NewStream(lcfg, t.stream); err == nil {
 				if err = s.Connect(ctx); err == nil {
 					gens = append(gens, s)
 				}
 			}
 		case load.UDP:
-			err = add(load.NewUDP(lcfg, addrs.UDP))
+			err = add(load.NewUDP(lcfg, t.udp))
 		}
 	}
 	return gens, err
-}
-
-// build assembles the report from the loads, the shared file and the
-// supervisor's records.
-func build(cfg Config, sup *supervisor.Supervisor, gens []load.Generator, attempts []report.Attempt, ph report.Phases) (*Result, error) {
-	r := &report.Report{Schema: report.SchemaID, Config: cfg.reportConfig(), Phases: ph}
-	records := sup.Generations()
-	byGen := map[int]*report.Generation{}
-	for i := range records {
-		byGen[records[i].Gen] = &records[i]
-	}
-	credit := func(name string, served map[int]int64) {
-		for n, count := range served {
-			if g := byGen[n]; g != nil {
-				g.Served[name] = count
-			}
-		}
-	}
-
-	var all []report.Sample
-	byServer := sup.ServedByServer()
-	for _, g := range gens {
-		samples := g.Samples()
-		l := g.Result()
-		l.Latency = report.PhaseLatency(samples, ph)
-		if g.Name() == load.HTTP || g.Name() == load.KeepAlive {
-			// A request the servers answered more often than the clients
-			// saw it answered or failed was served twice.
-			l.Duplicated += max(0, byServer[g.Name()]-l.OK-l.Failed)
-		}
-		r.Loads = append(r.Loads, l)
-		credit(g.Name(), report.ServedBy(samples))
-		all = append(all, samples...)
-	}
-	if cfg.has(load.File) {
-		lines, err := load.CheckLines(sup.File(), sup.LineWriters(), sup.LinesWritten())
-		if err != nil {
-			return nil, err
-		}
-		r.Loads = append(r.Loads, lines.Load)
-		credit(load.File, lines.Served)
-	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].At < all[j].At })
-	r.Latency = report.PhaseLatency(all, ph)
-	r.Generations = records
-	r.Restarts = restartSummary(cfg, attempts)
-	return &Result{Report: r, Samples: all}, nil
-}
-
-func restartSummary(cfg Config, attempts []report.Attempt) report.Restarts {
-	rs := report.Restarts{Requested: cfg.Restarts, Attempted: len(attempts), Attempts: attempts}
-	var handoff, drain []float64
-	for _, a := range attempts {
-		if a.Fault != "" {
-			rs.FaultsInjected++
-		}
-		if a.RolledBack {
-			rs.RolledBack++
-		}
-		switch {
-		case a.OK:
-			rs.Done++
-			handoff = append(handoff, a.HandoffMs)
-			drain = append(drain, a.DrainMs)
-		case a.Fault == "":
-			rs.Failed++
-		}
-	}
-	if rs.Attempts == nil {
-		rs.Attempts = []report.Attempt{}
-	}
-	rs.HandoffMs = report.SummarizeMs(handoff)
-	rs.DrainMs = report.SummarizeMs(drain)
-	return rs
 }
 
 // lineWriters is the number of line writers: one per client when the file
@@ -404,10 +414,11 @@ func maxPerClient(rate float64, planned time.Duration) int64 {
 	return int64(2*rate*(planned+time.Minute).Seconds()) + 100
 }
 
-// passEnv is the environment generations get: nothing but the Go runtime's
-// debugging knobs, so that no variable of this process leaks into them.
+// passEnv is the environment the demo's generations get: nothing but the
+// Go runtime's debugging knobs, so that no variable of this process leaks
+// into them (the supervisor adds NOTIFY_SOCKET).
 func passEnv() []string {
-	var env []string
+	env := []string{}
 	for _, k := range []string{"GORACE", "GOTRACEBACK", "GODEBUG"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)

@@ -1,0 +1,68 @@
+// Command supgen is the generation the supervisor benchmarks run: it takes
+// a TCP listener over with graceful.Receive from $GF_BENCH_HANDOFF (or
+// listens anew on a first start), and then:
+//
+//   - without NOTIFY_SOCKET (a direct hand-off), it exits: Receive has
+//     told the sender it is ready;
+//   - under a supervisor, it serves the listener at the same hand-off
+//     socket for its successor, stores it (FDSTORE=1), says READY=1, and
+//     exits on SIGTERM.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/graceful"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "supgen:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM)
+	path := os.Getenv("GF_BENCH_HANDOFF")
+	var ln net.Listener
+	err := graceful.Receive(path, func(fd int, _ io.Reader) error {
+		if ln != nil {
+			unix.Close(fd)
+			return errors.New("more than one descriptor")
+		}
+		var err error
+		ln, err = graceful.FdListener(fd)
+		return err
+	})
+	if errors.Is(err, graceful.ErrNoServer) {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return nil
+	}
+	srv := &graceful.Server{Handler: graceful.ListenerHandler(ln, graceful.Meta{"name": "tcp"})}
+	go srv.ListenAndServe(path)
+	defer srv.Close()
+	if _, err := graceful.SdStore("tcp", ln.(*net.TCPListener)); err != nil {
+		return err
+	}
+	if _, err := graceful.SdNotify(graceful.NotifyReady); err != nil {
+		return err
+	}
+	<-stop
+	return nil
+}
