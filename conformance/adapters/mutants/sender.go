@@ -140,10 +140,14 @@ func (e *engine) accept() {
 			e.outcomes <- kit.Outcome{Ready: ready, Err: err}
 		}
 		if e.on("thread-per-conn") {
+			// A thread of its own, taken before the next accept.
+			locked := make(chan struct{})
 			go func() {
 				lockThread()
+				close(locked)
 				run()
 			}()
+			<-locked
 			continue
 		}
 		go run()
