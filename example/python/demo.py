@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import array
+import errno
 import http.server
 import os
 import signal
 import socket
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)),
                                 "..", "..", "conformance", "adapters", "python"))
@@ -103,6 +105,22 @@ def from_activation() -> socket.socket | None:
     return found
 
 
+def place(handoff: pygraceful.Server, path: str, wait: float = 10.0) -> None:
+    """handoff.listen(path), again while something is in the way (EADDRINUSE:
+    the predecessor's socket, live until it closes it), for up to wait."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        try:
+            handoff.listen(path)
+            return
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = f"hello from python pid {os.getpid()}\n".encode()
@@ -149,11 +167,23 @@ def main() -> int:
     serving.start()
 
     meta = pygraceful.encode_kv({"name": NAME})
-    handoff = pygraceful.Server([pygraceful.Descriptor(ln.fileno(), pygraceful.Kind.LISTENER, meta)])
-    handoff.listen(args.handoff)
-    handoff.start()
+    handed_over = threading.Event()
+
+    def done(result: pygraceful.Result) -> None:
+        if result.outcome == pygraceful.READY:
+            handed_over.set()
+
+    handoff = pygraceful.Server([pygraceful.Descriptor(ln.fileno(), pygraceful.Kind.LISTENER, meta)], done=done)
     sd_notify(f"FDSTORE=1\nFDNAME={NAME}", [ln.fileno()])
     sd_notify(f"READY=1\nSTATUS=serving http on {addr}")
+    # The predecessor's hand-off socket answers until it has heard our
+    # READY and closed it: pygraceful, like graceful, replaces only a
+    # stale socket, so wait for that (bounded) before placing ours.
+    place(handoff, args.handoff)
+    handoff.start()
+    # Once a successor has the listener, this generation offers it no more:
+    # its socket goes, and the successor places its own.
+    threading.Thread(target=lambda: (handed_over.wait(), handoff.close()), name="retire", daemon=True).start()
 
     signal.sigwait(stops)
     sd_notify("STOPPING=1")
