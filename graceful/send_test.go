@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
 var _ = Describe("sending on a connection of one's own", func() {
@@ -195,23 +196,20 @@ var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 		done := make(chan error, 4)
 		srv.Done = func(err error) { done <- err }
 		a, b := socketPair()
-		defer a.Close()
 		defer b.Close()
 		served := make(chan error, 1)
 		go func() { served <- srv.ServeConn(b) }()
 
-		// ReceiveAllFrom acknowledges each set and asks for the next at
-		// once, without READY: each HELLO comes where READY is due.
-		var set []got
-		result := make(chan error, 1)
-		go func() { result <- graceful.ReceiveAllFrom(a, collect(&set)) }()
+		p := newRawPeer(a)
+		defer p.close()
+		p.send(hello())
+		Expect(readSet(p)).To(Equal(uint32(2)))
+		p.send(append(wire.AppendCount(nil, wire.TypeAck, 2), hello()...)) // HELLO where READY is due
 		Eventually(done).Should(Receive(MatchError(graceful.ErrNotReady)))
-		Eventually(done).Should(Receive(MatchError(graceful.ErrNotReady)))
-		Expect(a.Close()).To(Succeed()) // ends ReceiveAllFrom's wait too
-		Eventually(result).Should(Receive())
-		Expect(len(set)).To(BeNumerically(">=", 4), "two sessions or more, two descriptors each")
-		Expect(set[2].id).To(Equal(identityOf(fds[0])))
-		Expect(set[3].id).To(Equal(identityOf(fds[1])))
-		Eventually(served).Should(Receive())
+		Expect(readSet(p)).To(Equal(uint32(2)), "the HELLO began a second session")
+		p.send(append(wire.AppendCount(nil, wire.TypeAck, 2), wire.AppendReady(nil)...))
+		Eventually(done).Should(Receive(BeNil()))
+		p.c.Close()
+		Eventually(served).Should(Receive(BeNil()))
 	})
 })
