@@ -67,15 +67,34 @@ func FdHandler(fd int, meta io.WriterTo) Handler {
 	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { w.Write(fd, meta) })
 }
 
+// valueHandler sends the descriptor behind v, which a net.Listener,
+// net.Conn or net.PacketConn need not expose: every one of package net's
+// does, through syscall.Conn, and anything else fails the session.
 func valueHandler(v any, kind Kind, meta io.WriterTo) Handler {
-	return HandlerFunc(func(_ net.Conn, w ResponseWriter) { writeValue(w, v, kind, meta) })
+	sc, ok := v.(syscall.Conn)
+	return HandlerFunc(func(_ net.Conn, w ResponseWriter) {
+		if !ok {
+			notFiler(w, v)
+			return
+		}
+		writeConn(w, sc, kind, meta)
+	})
 }
 
-// writeValue queues the descriptor behind v without dup and without
+// notFiler fails the session of w: v has no descriptor to send.
+func notFiler(w ResponseWriter, v any) error {
+	err := fmt.Errorf("%w: %T", ErrNotFiler, v)
+	if s, ok := w.(*sender); ok {
+		return s.stop(fmt.Errorf("%w: %w", ErrSenderFailed, err))
+	}
+	return err
+}
+
+// writeConn queues the descriptor behind sc without dup and without
 // touching its blocking mode (never Fd or File: see PITFALLS, TRN-9).
-func writeValue(w ResponseWriter, v any, kind Kind, meta io.WriterTo) error {
+func writeConn(w ResponseWriter, sc syscall.Conn, kind Kind, meta io.WriterTo) error {
 	s, _ := w.(*sender)
-	fd, err := rawFd(v)
+	fd, err := fdpass.RawFd(sc)
 	if err == nil {
 		if kind == KindFile && isSocket(fd) {
 			kind = KindRaw
@@ -86,18 +105,10 @@ func writeValue(w ResponseWriter, v any, kind Kind, meta io.WriterTo) error {
 		return err
 	}
 	if err != nil {
-		return s.stop(fmt.Errorf("%w: %T: %w", ErrSenderFailed, v, err))
+		return s.stop(fmt.Errorf("%w: %T: %w", ErrSenderFailed, sc, err))
 	}
-	s.keep = append(s.keep, v)
+	s.keep = append(s.keep, sc)
 	return nil
-}
-
-func rawFd(v any) (int, error) {
-	sc, ok := v.(syscall.Conn)
-	if !ok {
-		return -1, fmt.Errorf("%w: %T", ErrNotFiler, v)
-	}
-	return fdpass.RawFd(sc)
 }
 
 func isSocket(fd int) bool {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -59,7 +60,13 @@ func SendFileTo(dst net.Conn, f *os.File, meta io.WriterTo) error {
 }
 
 func sendValue(dst net.Conn, v any, kind Kind, meta io.WriterTo) error {
-	return sendOne(dst, func(w ResponseWriter) error { return writeValue(w, v, kind, meta) })
+	sc, ok := v.(syscall.Conn)
+	return sendOne(dst, func(w ResponseWriter) error {
+		if !ok {
+			return notFiler(w, v)
+		}
+		return writeConn(w, sc, kind, meta)
+	})
 }
 
 func sendOne(dst net.Conn, write func(ResponseWriter) error) error {

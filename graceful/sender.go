@@ -63,7 +63,7 @@ type sender struct {
 	err     error
 	// keep holds the values whose descriptors were written, so that they
 	// cannot be collected and closed before the session is over (TRN-10).
-	keep []any
+	keep []syscall.Conn
 }
 
 var _ ResponseWriter = (*sender)(nil)

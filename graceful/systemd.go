@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
@@ -103,7 +104,7 @@ func SdStore(name string, values ...syscall.Conn) (bool, error) {
 	}
 	fds := make([]int, 0, len(values))
 	for _, v := range values {
-		fd, err := rawFd(v)
+		fd, err := fdpass.RawFd(v)
 		if err != nil {
 			return false, fmt.Errorf("graceful: sd_notify: %w", err)
 		}
