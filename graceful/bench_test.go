@@ -2,11 +2,13 @@
 
 package graceful_test
 
-// The library's own benchmarks, beside a hand-written golang.org/x/sys/unix
-// reference (the floor): blocking sockets, one sendmsg per 252
-// descriptors, no framing, no acknowledgement, no allocation per
-// operation. Both run in the same process, in the same run, so that the
-// ratio graceful/floor can be quoted:
+// The library's own benchmarks, beside two hand-written golang.org/x/sys/unix
+// references (internal/floor): blocking sockets, one sendmsg per 252
+// descriptors, no framing, no allocation per operation; impl=floor without
+// an acknowledgement, impl=floor-ack with the protocol's message pattern
+// (request, set, a one-byte acknowledgement the sender waits for). All run
+// in the same process, in the same run, so that the ratios graceful/floor
+// and graceful/floor-ack can be quoted:
 //
 //	go test -run '^$' -bench . -count 6 ./graceful/ > new.txt
 //	cd bench && go tool benchstat -col /impl ../new.txt
@@ -26,7 +28,8 @@ package graceful_test
 //     its predecessor: graceful.Receive against a graceful.Server (Receive
 //     asks a BUSY server again after a pause by itself; busy-retries/op
 //     counts how often), and the floor's connect, request, recvmsg, close
-//     against accept4, read, sendmsg, close.
+//     against accept4, read, sendmsg, close (floor-ack: the receiver
+//     writes its acknowledgement before it closes, and the sender reads it).
 //   - proc=1: the sender is a goroutine of this process (a socketpair for
 //     mode=conn); proc=2: the sender is this test binary re-executed (see
 //     TestMain), so every wake-up crosses processes as in a real hand-off.
@@ -81,6 +84,7 @@ func TestMain(m *testing.M) {
 
 const (
 	benchFloor    = "floor"
+	benchFloorAck = "floor-ack"
 	benchGraceful = "graceful"
 	benchConn     = "conn"
 	benchDial     = "dial"
@@ -97,7 +101,7 @@ func BenchmarkTransfer(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		for _, c := range cases {
 			for _, n := range c.fds {
-				for _, impl := range []string{benchFloor, benchGraceful} {
+				for _, impl := range []string{benchFloor, benchFloorAck, benchGraceful} {
 					name := fmt.Sprintf("proc=%d/mode=%s/fds=%d/impl=%s", procs, c.mode, n, impl)
 					b.Run(name, func(b *testing.B) { benchTransfer(b, procs, c.mode, impl, n) })
 				}
@@ -201,8 +205,8 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 	}
 
 	switch {
-	case mode == benchConn && impl == benchFloor:
-		r := floor.NewReceiver(int(mine.Fd()))
+	case mode == benchConn && impl != benchGraceful:
+		r := floor.NewReceiver(int(mine.Fd()), impl == benchFloorAck)
 		return func(fds []int) ([]int, error) {
 			got, err := r.Request(n)
 			return append(fds, got...), err
@@ -217,8 +221,8 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 			err := graceful.ReceiveFrom(c, func(fd int, _ io.Reader) error { fds = append(fds, fd); return nil })
 			return fds, err
 		}
-	case mode == benchDial && impl == benchFloor:
-		r := floor.NewReceiver(-1)
+	case mode == benchDial && impl != benchGraceful:
+		r := floor.NewReceiver(-1, impl == benchFloorAck)
 		addr := &unix.SockaddrUnix{Name: path}
 		return func(fds []int) ([]int, error) {
 			sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -262,16 +266,16 @@ func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err
 		}
 	}
 	switch {
-	case mode == benchConn && impl == benchFloor:
+	case mode == benchConn && impl != benchGraceful:
 		go func() {
-			err := floor.NewSender(int(sock.Fd()), fds).Serve()
+			err := floor.NewSender(int(sock.Fd()), fds, impl == benchFloorAck).Serve()
 			sock.Close()
 			served <- err
 		}()
 		return finish, nil
-	case mode == benchDial && impl == benchFloor:
+	case mode == benchDial && impl != benchGraceful:
 		ln := int(sock.Fd())
-		go func() { served <- floor.ServeAccepted(ln, fds) }()
+		go func() { served <- floor.ServeAccepted(ln, fds, impl == benchFloorAck) }()
 		return func() error {
 			unix.Shutdown(ln, unix.SHUT_RDWR) // wakes the blocked accept4
 			err := finish()

@@ -19,7 +19,10 @@ import (
 // Server offers its descriptors to receivers that connect to it: for each
 // connection it runs one session, in which Handler writes the descriptors.
 // One session runs at a time; a receiver that says HELLO meanwhile is told
-// the server is busy (ErrBusy), at once, whatever the Handler is doing.
+// the server is busy (ErrBusy) once the session has gone on for busyWait
+// (2 ms) more, whatever the Handler is doing. (The wait serves the common
+// case at once: the receiver before it has sent ACK and READY, and the
+// session ends as soon as this side reads them.)
 //
 // Each connection is served on a goroutine of its own, through package
 // net: a connection that waits costs a goroutine parked in Go's poller and
@@ -83,6 +86,7 @@ type Server struct {
 	closed   bool
 	quit     chan struct{} // closed by Close
 	busy     bool
+	released chan struct{} // closed when busy ends, for claims that wait; nil when none waits
 	ln       net.Listener
 	addr     string
 	conns    map[*accepted]struct{}
@@ -519,19 +523,46 @@ func refuseRights(c *net.UnixConn) (restore func()) {
 	return func() { fdpass.SetPassRights(c, true) }
 }
 
+// busyWait is how long a HELLO that finds the set held waits for the
+// session holding it to end before it is answered BUSY (AUTH-4 allows a
+// short wait). A var for the tests.
+var busyWait = 2 * time.Millisecond
+
+// claim takes the set for a session, waiting up to busyWait for the
+// session holding it to end; false means the caller answers BUSY.
 func (s *Server) claim() bool {
+	var timeout <-chan time.Time
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.busy {
-		return false
+	for s.busy {
+		if timeout == nil {
+			t := time.NewTimer(busyWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		if s.released == nil {
+			s.released = make(chan struct{})
+		}
+		released := s.released
+		s.mu.Unlock()
+		select {
+		case <-released:
+		case <-timeout:
+			return false
+		}
+		s.mu.Lock()
 	}
 	s.busy = true
+	s.mu.Unlock()
 	return true
 }
 
 func (s *Server) release() {
 	s.mu.Lock()
 	s.busy = false
+	if s.released != nil {
+		close(s.released)
+		s.released = nil
+	}
 	s.mu.Unlock()
 }
 

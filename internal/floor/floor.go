@@ -1,11 +1,19 @@
 // Package floor is the reference the benchmarks compare against: the
 // fewest system calls that move descriptors between two processes with
-// golang.org/x/sys/unix on blocking sockets, with no framing, no
-// acknowledgement and no allocation per operation.
+// golang.org/x/sys/unix on blocking sockets, with no framing and no
+// allocation per operation.
 //
 // A request is one byte from the receiver. The answer is the sender's
 // descriptors, at most BatchSize per sendmsg, each sendmsg carrying one data
 // byte (a stream sendmsg without data loses its descriptors on Linux).
+//
+// Two floors: without acknowledgement (Ack false) the sender is done once
+// its last sendmsg returns; with it (Ack true, the message pattern of the
+// protocol: request, set, acknowledgement) the receiver writes one byte
+// once it holds every descriptor, and the sender reads it before it takes
+// the next request. The second pays the wake-up the protocol's ACK costs,
+// so that a ratio against it shows what framing, checks and package net
+// cost, apart from the round trip itself.
 package floor
 
 import (
@@ -27,13 +35,15 @@ var ErrTruncated = errors.New("floor: control data truncated")
 // Sender answers each request on a socket with the same descriptors.
 type Sender struct {
 	sock    int
+	ack     bool
 	batches [][]byte // one SCM_RIGHTS control message per sendmsg, built once
 	data    [1]byte
 }
 
-// NewSender prepares the control messages for fds, once.
-func NewSender(sock int, fds []int) *Sender {
-	s := &Sender{sock: sock}
+// NewSender prepares the control messages for fds, once. With ack, every
+// answer waits for the receiver's acknowledgement.
+func NewSender(sock int, fds []int, ack bool) *Sender {
+	s := &Sender{sock: sock, ack: ack}
 	for i := 0; i < len(fds); i += BatchSize {
 		s.batches = append(s.batches, unix.UnixRights(fds[i:min(i+BatchSize, len(fds))]...))
 	}
@@ -65,7 +75,8 @@ func (s *Sender) Serve() error {
 	}
 }
 
-// Answer sends the descriptors once.
+// Answer sends the descriptors once, and with ack waits for the
+// acknowledgement.
 func (s *Sender) Answer() error {
 	for _, oob := range s.batches {
 		for {
@@ -79,12 +90,28 @@ func (s *Sender) Answer() error {
 			break
 		}
 	}
-	return nil
+	if !s.ack {
+		return nil
+	}
+	var ack [1]byte
+	for {
+		n, err := unix.Read(s.sock, ack[:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return os.NewSyscallError("read", err)
+		case n == 0:
+			return errors.New("floor: the receiver closed before its acknowledgement")
+		}
+		return nil
+	}
 }
 
 // Receiver asks for descriptors and collects them, reusing its buffers.
 type Receiver struct {
 	sock int
+	ack  bool
 	oob  []byte
 	req  [1]byte
 	data [64]byte
@@ -92,9 +119,10 @@ type Receiver struct {
 }
 
 // NewReceiver offers a control buffer with room for one descriptor more
-// than a batch, so that an oversized message shows as truncation.
-func NewReceiver(sock int) *Receiver {
-	return &Receiver{sock: sock, oob: make([]byte, unix.CmsgSpace((BatchSize+1)*4))}
+// than a batch, so that an oversized message shows as truncation. With ack,
+// it acknowledges every complete answer.
+func NewReceiver(sock int, ack bool) *Receiver {
+	return &Receiver{sock: sock, ack: ack, oob: make([]byte, unix.CmsgSpace((BatchSize+1)*4))}
 }
 
 // Reset points the receiver at another socket, keeping its buffers.
@@ -126,6 +154,12 @@ func (r *Receiver) Request(n int) ([]int, error) {
 		if len(r.fds) == before {
 			CloseAll(r.fds)
 			return nil, fmt.Errorf("floor: a message without descriptors after %d of %d", before, n)
+		}
+	}
+	if r.ack {
+		if err := WriteFull(r.sock, r.req[:]); err != nil {
+			CloseAll(r.fds)
+			return nil, err
 		}
 	}
 	return r.fds, nil
@@ -192,8 +226,8 @@ func CloseAll(fds []int) {
 // ServeAccepted answers one request per connection accepted on the
 // blocking listening socket ln until ln is shut down (accept4 then fails
 // with EINVAL, and ServeAccepted returns nil).
-func ServeAccepted(ln int, fds []int) error {
-	sender := NewSender(-1, fds)
+func ServeAccepted(ln int, fds []int, ack bool) error {
+	sender := NewSender(-1, fds, ack)
 	for {
 		conn, _, err := unix.Accept4(ln, unix.SOCK_CLOEXEC)
 		switch {

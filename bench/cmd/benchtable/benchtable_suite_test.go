@@ -20,9 +20,12 @@ goarch: amd64
 pkg: github.com/gracefulfd/graceful/graceful
 cpu: AMD EPYC
 BenchmarkTransfer/proc=2/mode=conn/fds=1/impl=floor-2    	 100	 10000 ns/op	 112 B/op	 1 allocs/op
+BenchmarkTransfer/proc=2/mode=conn/fds=1/impl=floor-ack-2    	 100	 11000 ns/op	 112 B/op	 1 allocs/op
 BenchmarkTransfer/proc=2/mode=conn/fds=1/impl=graceful-2 	 100	 12000 ns/op	 900 B/op	 9 allocs/op
 BenchmarkTransfer/proc=2/mode=dial/fds=1000/impl=floor-2    	 100	 100000 ns/op
+BenchmarkTransfer/proc=2/mode=dial/fds=1000/impl=floor-ack-2    	 100	 110000 ns/op
 BenchmarkTransfer/proc=2/mode=dial/fds=1000/impl=graceful-2 	 100	 140000 ns/op
+BenchmarkTransfer/proc=2/mode=dial/fds=1000/impl=graceful-base-2 	 100	 130000 ns/op
 PASS
 pkg: github.com/gracefulfd/graceful/bench
 BenchmarkHandoff/impl=exec-2      	 10	 2000000 ns/op
@@ -33,14 +36,18 @@ BenchmarkUnderLoad/impl=baseline-2 	 1	 0 failed/run	 2.0 p99-ms	 800 requests/r
 BenchmarkUnderLoad/impl=graceful-2 	 1	 0 failed/run	 3.0 p99-ms	 800 requests/run
 pkg: github.com/gracefulfd/graceful/graceful
 BenchmarkTransfer/proc=2/mode=conn/fds=1/impl=floor-2    	 100	 20000 ns/op	 112 B/op	 1 allocs/op
+BenchmarkTransfer/proc=2/mode=conn/fds=1/impl=floor-ack-2    	 100	 21000 ns/op	 112 B/op	 1 allocs/op
 BenchmarkTransfer/proc=2/mode=conn/fds=1/impl=graceful-2 	 100	 22000 ns/op	 900 B/op	 9 allocs/op
 BenchmarkTransfer/proc=2/mode=dial/fds=1000/impl=floor-2    	 100	 100000 ns/op
+BenchmarkTransfer/proc=2/mode=dial/fds=1000/impl=floor-ack-2    	 100	 110000 ns/op
 BenchmarkTransfer/proc=2/mode=dial/fds=1000/impl=graceful-2 	 100	 120000 ns/op
+BenchmarkTransfer/proc=2/mode=dial/fds=1000/impl=graceful-base-2 	 100	 130000 ns/op
 pkg: github.com/gracefulfd/graceful/bench
 BenchmarkHandoff/impl=exec-2      	 10	 2000000 ns/op
 BenchmarkHandoff/impl=graceful-2  	 10	 2200000 ns/op
 BenchmarkHandoff/impl=tableflip-2 	 10	 3000000 ns/op
 BenchmarkHandoffPaired-2 	 10	 2000000 exec-ns/op	 2140000 graceful-ns/op	 1.07 graceful/exec	 1.2 graceful/tableflip	 1800000 tableflip-ns/op
+BenchmarkSupervisorPaired-2 	 20	 0 ns/op	 4000000 direct-ns/op	 4100000 restart-ns/op	 4800000 crash-ns/op	 1.03 restart/direct	 1.2 crash/direct	 4400000 recovery-ns/op	 1.1 recovery/direct
 BenchmarkUnderLoad/impl=baseline-2 	 1	 0 failed/run	 2.0 p99-ms	 800 requests/run
 BenchmarkUnderLoad/impl=graceful-2 	 1	 2 failed/run	 3.0 p99-ms	 800 requests/run
 `
@@ -63,7 +70,7 @@ var _ = Describe("parse", func() {
 		Expect(res.get(benchPkg, "Transfer", "proc=2/mode=conn/fds=1", "graceful", "sec/op")).To(BeNil())
 		cases, impls := res.cases(libPkg, "Transfer", "sec/op")
 		Expect(cases).To(Equal([]string{"proc=2/mode=conn/fds=1", "proc=2/mode=dial/fds=1000"}))
-		Expect(impls).To(Equal([]string{"floor", "graceful"}))
+		Expect(impls).To(Equal([]string{"floor", "floor-ack", "graceful", "graceful-base"}))
 	})
 })
 
@@ -93,15 +100,23 @@ var _ = Describe("checkTargets", func() {
 		for _, t := range checkTargets(res) {
 			got[t.what] = t.pass
 		}
-		Expect(got).To(HaveKeyWithValue(ContainSubstring("proc=2/mode=conn/fds=1: graceful ≤ 1.25x"), true))    // 17/15
-		Expect(got).To(HaveKeyWithValue(ContainSubstring("proc=2/mode=dial/fds=1: graceful ≤ 1.25x"), false))   // not measured
-		Expect(got).To(HaveKeyWithValue(ContainSubstring("proc=2/mode=dial/fds=1000: graceful ≤ 1.3x"), true))  // 1.3x
-		Expect(got).To(HaveKeyWithValue(ContainSubstring("proc=2/mode=conn/fds=1000: graceful ≤ 1.3x"), false)) // not measured
-		// The hand-off targets use the paired ratios (1.06, 1.15), not the
-		// separate runs' (1.125, 0.75).
-		Expect(got).To(HaveKeyWithValue(ContainSubstring("≤ 1.05x exec"), false))
-		Expect(got).To(HaveKeyWithValue(ContainSubstring("faster than tableflip"), false))
-		Expect(got).To(HaveKeyWithValue(ContainSubstring("0 failed"), false)) // 2 failed in round 2
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("proc=2/mode=conn/fds=1: graceful ≤ 1.1x floor-ack"), true))     // 17/16
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("proc=2/mode=conn/fds=1000: graceful ≤ 1.1x floor-ack"), false)) // not measured
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("proc=2/mode=dial/fds=1000: graceful ≤ 1.1x floor-ack"), false)) // 130/110
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("proc=2/mode=dial/fds=1000: hardening ≤ 1.05x"), true))          // 130/130
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("hand-off: hardening"), false))                                  // not measured
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("restart through the supervisor"), true))                        // 1.03
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("crash recovery ≤"), false))                                     // 1.2
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("crash recovery after the death"), true))                        // 1.1
+		Expect(got).To(HaveKeyWithValue(ContainSubstring("0 failed"), false))                                             // 2 failed in round 2
+	})
+})
+
+var _ = Describe("baseName", func() {
+	It("renames only the baseline's graceful rows", func() {
+		in := "BenchmarkHandoff/impl=graceful-2  \t 10\t 2 ns/op\nBenchmarkHandoff/impl=exec-2 \t 10\t 1 ns/op\n"
+		Expect(string(baseName.ReplaceAll([]byte(in), []byte("/impl=graceful-base$1")))).To(Equal(
+			"BenchmarkHandoff/impl=graceful-base-2  \t 10\t 2 ns/op\nBenchmarkHandoff/impl=exec-2 \t 10\t 1 ns/op\n"))
 	})
 })
 
@@ -117,7 +132,9 @@ var _ = Describe("report", func() {
 		out := md.String()
 		Expect(out).To(ContainSubstring("`cd bench && go run ./cmd/benchtable`"))
 		Expect(out).To(ContainSubstring("test machine"))
-		Expect(out).To(ContainSubstring("| proc=2/mode=conn/fds=1 | 15µs, 1 allocs | 17µs, 9 allocs | 1.13x (1.10–1.20) |"))
+		Expect(out).To(ContainSubstring("| case | floor | floor-ack | floor-ack / floor | graceful | graceful / floor | graceful / floor-ack | graceful / graceful-base | graceful-base | graceful-base / floor | graceful-base / floor-ack |"))
+		Expect(out).To(ContainSubstring("| proc=2/mode=conn/fds=1 | 15µs, 1 allocs | 16µs, 1 allocs | 1.07x (1.05–1.10) | 17µs, 9 allocs | 1.13x (1.10–1.20) | 1.06x (1.05–1.09) | – | – | – | – |"))
+		Expect(out).To(ContainSubstring("| 4ms | 4.1ms | 4.8ms | 4.4ms | 1.03x | 1.20x | 1.10x |"))
 		Expect(out).To(ContainSubstring("## Conversion: 1000 received listeners into net.Listener\n\n(not measured in this run)"))
 		Expect(out).To(ContainSubstring("| graceful | 1600 | 2 |"))
 		Expect(out).To(ContainSubstring("| 2ms | 2.12ms | 1.85ms | 1.06x (1.05–1.07) | 1.15x (1.10–1.20) |"))

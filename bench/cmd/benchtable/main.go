@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -34,7 +35,12 @@ type config struct {
 	out, raw  string
 	quick     bool
 	from      string
+	baseline  string
+	superTime string
 }
+
+// baseName matches the graceful rows of the baseline's output.
+var baseName = regexp.MustCompile(`/impl=graceful(-\d+\s)`)
 
 func main() {
 	if err := run(os.Args[1:], os.Stderr); err != nil {
@@ -54,11 +60,13 @@ func run(args []string, log io.Writer) error {
 	fs.StringVar(&cfg.raw, "raw", "results.txt", "raw benchmark output to write (benchstat's input)")
 	fs.BoolVar(&cfg.quick, "quick", false, "a smoke run: 1 round, few iterations, 3 restarts")
 	fs.StringVar(&cfg.from, "from", "", "write the report from this raw output instead of running the benchmarks")
+	fs.StringVar(&cfg.baseline, "baseline", "", "a checkout of an earlier commit of this repository: its library's graceful rows (transfers and hand-off) run in the same rounds, as impl=graceful-base")
+	fs.StringVar(&cfg.superTime, "supervisor-benchtime", "20x", "-test.benchtime of the supervisor benchmark")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if cfg.quick {
-		cfg.count, cfg.benchtime, cfg.convert, cfg.restarts = 1, "20x", "2x", 3
+		cfg.count, cfg.benchtime, cfg.convert, cfg.restarts, cfg.superTime = 1, "20x", "2x", 3, "2x"
 	}
 	if err := checkDir(); err != nil {
 		return err
@@ -90,15 +98,31 @@ func run(args []string, log io.Writer) error {
 		return err
 	}
 
-	runs := []struct {
+	type benchRun struct {
 		bin, dir string
 		args     []string
-	}{
-		{libTest, "../graceful", []string{"-test.bench", "^BenchmarkTransfer$", "-test.benchtime", cfg.benchtime}},
-		{benchTest, ".", []string{"-test.bench", "^(BenchmarkTransfer|BenchmarkHandoff|BenchmarkHandoffPaired)$", "-test.benchtime", cfg.benchtime}},
-		{benchTest, ".", []string{"-test.bench", "^BenchmarkConvert$", "-test.benchtime", cfg.convert}},
+		base     bool // the baseline's binary: its graceful rows are renamed graceful-base
+	}
+	runs := []benchRun{
+		{libTest, "../graceful", []string{"-test.bench", "^BenchmarkTransfer$", "-test.benchtime", cfg.benchtime}, false},
+		{benchTest, ".", []string{"-test.bench", "^(BenchmarkTransfer|BenchmarkHandoff|BenchmarkHandoffPaired)$", "-test.benchtime", cfg.benchtime}, false},
+		{benchTest, ".", []string{"-test.bench", "^BenchmarkConvert$", "-test.benchtime", cfg.convert}, false},
+		{benchTest, ".", []string{"-test.bench", "^BenchmarkSupervisorPaired$", "-test.benchtime", cfg.superTime}, false},
 		{benchTest, ".", []string{"-test.bench", "^BenchmarkUnderLoad$", "-test.benchtime", "1x",
-			"-underload.restarts", strconv.Itoa(cfg.restarts)}},
+			"-underload.restarts", strconv.Itoa(cfg.restarts)}, false},
+	}
+	if cfg.baseline != "" {
+		baseLib, baseBench := filepath.Join(tmp, "graceful-base.test"), filepath.Join(tmp, "bench-base.test")
+		fmt.Fprintln(log, "building the baseline's test binaries in", cfg.baseline)
+		if err := goCmd(cfg.baseline, "test", "-c", "-o", baseLib, "./graceful"); err != nil {
+			return err
+		}
+		if err := goCmd(filepath.Join(cfg.baseline, "bench"), "test", "-c", "-o", baseBench, "."); err != nil {
+			return err
+		}
+		runs = append(runs,
+			benchRun{baseLib, filepath.Join(cfg.baseline, "graceful"), []string{"-test.bench", "^BenchmarkTransfer$/^proc=2$/./^fds=1000$/^impl=graceful$", "-test.benchtime", cfg.benchtime}, true},
+			benchRun{baseBench, filepath.Join(cfg.baseline, "bench"), []string{"-test.bench", "^BenchmarkHandoff$/^impl=graceful$", "-test.benchtime", cfg.benchtime}, true})
 	}
 	var raw bytes.Buffer
 	started := time.Now()
@@ -110,6 +134,9 @@ func run(args []string, log io.Writer) error {
 			cmd.Dir = r.dir
 			cmd.Stderr = log
 			out, err := cmd.Output()
+			if r.base {
+				out = baseName.ReplaceAll(out, []byte("/impl=graceful-base$1"))
+			}
 			raw.Write(out)
 			if err != nil {
 				os.WriteFile(cfg.raw, raw.Bytes(), 0o644)

@@ -209,7 +209,7 @@ func report(w io.Writer, res *results, info reportInfo) {
 	fmt.Fprintf(w, "- Raw output: `%s` (feed it to benchstat). Where graceful falls short, what costs what and what would fix it: [ANALYSIS.md](ANALYSIS.md).\n\n", info.raw)
 
 	targets := checkTargets(res)
-	fmt.Fprintf(w, "## Targets (issue 6)\n\n| target | measured | met |\n| --- | --- | --- |\n")
+	fmt.Fprintf(w, "## Targets\n\n| target | measured | met |\n| --- | --- | --- |\n")
 	for _, t := range targets {
 		met := "no"
 		if t.pass {
@@ -220,26 +220,31 @@ func report(w io.Writer, res *results, info reportInfo) {
 	fmt.Fprintln(w)
 
 	fmt.Fprintf(w, "## Transfer: `go test -bench Transfer ./graceful/`\n\n")
-	fmt.Fprintf(w, "One request for the sender's whole set until every descriptor is in hand (and closed). The floor is golang.org/x/sys/unix on blocking sockets with no framing and no acknowledgement. mode=conn: requests on one open connection (graceful.ReceiveFrom against Server.ServeConn with ReadyTimeout < 0: HELLO, the set, ACK); mode=dial: a new connection per request (graceful.Receive, which retries a BUSY server by itself, against a graceful.Server; busy-retries/op counts those retries). proc=1: sender in the same process; proc=2: sender in another process.\n\n")
-	ratioTable(w, res, libPkg, "Transfer", "floor", "sec/op", true)
+	fmt.Fprintf(w, "One request for the sender's whole set until every descriptor is in hand (and closed). Two floors, both golang.org/x/sys/unix on blocking sockets with no framing (internal/floor): floor has no acknowledgement; floor-ack has the protocol's message pattern (request, set, a one-byte acknowledgement the sender waits for), so it pays the same wake-ups. graceful-base, where present, is the library of an earlier commit (`-baseline`), measured in the same rounds. mode=conn: requests on one open connection (graceful.ReceiveFrom against Server.ServeConn with ReadyTimeout < 0: HELLO, the set, ACK); mode=dial: a new connection per request (graceful.Receive, which retries a BUSY server by itself, against a graceful.Server; busy-retries/op counts those retries). proc=1: sender in the same process; proc=2: sender in another process.\n\n")
+	ratioTable(w, res, libPkg, "Transfer", "sec/op", true, "floor", "floor-ack", "graceful-base")
 	details(w, info, "pkg:"+libPkg+" .name:Transfer")
 
 	fmt.Fprintf(w, "## Transfer with peers, across two processes: `bench/` BenchmarkTransfer\n\n")
 	fmt.Fprintf(w, "net: the floor's messages through package net (Go's poller) instead of blocking system calls. ftrvxmtrx-fd: github.com/ftrvxmtrx/fd Put/Get in batches of 252 (its Get returns *os.File values, closed one by one). graceful in mode=conn: Server.ServeConn and ReceiveFrom on the open connection. protocol-blocking-both is a prototype (bench/internal/blocking, built on graceful/wire): the same protocol with blocking system calls and SO_RCVTIMEO/SO_SNDTIMEO deadlines on both sides and a sender that serves one connection at a time from a blocking accept loop: the protocol without package net, Go's poller or a goroutine per connection, waiting the way the library did before it waited in poll.\n\n")
-	ratioTable(w, res, benchPkg, "Transfer", "floor", "sec/op", true)
+	ratioTable(w, res, benchPkg, "Transfer", "sec/op", true, "floor")
 	details(w, info, "pkg:"+benchPkg+" .name:Transfer")
 
 	fmt.Fprintf(w, "## Conversion: 1000 received listeners into net.Listener\n\n")
-	ratioTable(w, res, benchPkg, "Convert", "net.FileListener", "sec/op", true)
+	ratioTable(w, res, benchPkg, "Convert", "sec/op", true, "net.FileListener")
 	details(w, info, "pkg:"+benchPkg+" .name:Convert")
 
 	fmt.Fprintf(w, "## Hand-off to a new process\n\n")
 	fmt.Fprintf(w, "From starting the new process to the old one knowing it holds a net.Listener: exec inheritance (ExtraFiles, then a byte on a pipe), graceful (Receive and READY against a graceful.Server), and one cloudflare/tableflip v1.2.3 Upgrade call (timed by the old process).\n\n")
-	ratioTable(w, res, benchPkg, "Handoff", "exec", "sec/op", false)
+	ratioTable(w, res, benchPkg, "Handoff", "sec/op", false, "exec", "graceful-base")
 	details(w, info, "pkg:"+benchPkg+" .name:Handoff")
 	fmt.Fprintf(w, "The same three, run in turn within every iteration (HandoffPaired), so that a burst of load hits all three alike; the ratios are of each round's means:\n\n")
 	pairedTable(w, res)
 	details(w, info, "pkg:"+benchPkg+" .name:HandoffPaired")
+
+	fmt.Fprintf(w, "## The supervisor: restart and crash recovery\n\n")
+	fmt.Fprintf(w, "BenchmarkSupervisorPaired (bench/supervisor_test.go): a direct hand-off (a graceful.Server offers a TCP listener and starts the generation program, which takes it and says so), a restart through the supervisor's engine (the next generation takes the listener from the serving one and says READY=1), and crash recovery (SIGKILL to the serving generation until its successor, handed the stored listener by the supervisor, says READY=1; and the part of it after the supervisor learned of the death, since the kernel reports a killed process only once it has torn it down), run in turn within each iteration; ratios are of each round's means.\n\n")
+	supervisorTable(w, res)
+	details(w, info, "pkg:"+benchPkg+" .name:SupervisorPaired")
 
 	fmt.Fprintf(w, "## Restarts under load\n\n")
 	fmt.Fprintf(w, "cmd/restart-sim's default load and schedule: 4 clients, 200 requests a second each, a new connection per request, a restart every 200 ms; one run per round. baseline: the graceful demo without restarts. tableflip-shutdown drains with http.Server.Shutdown (tableflip's example); tableflip-drainer with graceful.HTTPDrainer. failed and refused are totals over all rounds; latencies are medians over rounds.\n\n")
@@ -254,26 +259,36 @@ func details(w io.Writer, info reportInfo, filter string) {
 }
 
 // ratioTable prints one row per case: each implementation's median, and
-// its ratio to ref.
-func ratioTable(w io.Writer, res *results, pkg, family, ref, unit string, allocs bool) {
+// its ratio to each of refs that ran: every implementation against every
+// reference, a reference only against the references before it.
+func ratioTable(w io.Writer, res *results, pkg, family, unit string, allocs bool, refs ...string) {
 	cases, impls := res.cases(pkg, family, unit)
 	if len(cases) == 0 {
 		fmt.Fprintf(w, "(not measured in this run)\n\n")
 		return
 	}
+	var present []string
+	for _, ref := range refs {
+		if slices.Contains(impls, ref) {
+			present = append(present, ref)
+		}
+	}
+	refsOf := func(impl string) []string {
+		if i := slices.Index(present, impl); i >= 0 {
+			return present[:i]
+		}
+		return present
+	}
 	fmt.Fprintf(w, "| case |")
 	for _, impl := range impls {
 		fmt.Fprintf(w, " %s |", impl)
-		if impl != ref {
+		for _, ref := range refsOf(impl) {
 			fmt.Fprintf(w, " %s / %s |", impl, ref)
 		}
 	}
 	fmt.Fprintf(w, "\n| --- |")
 	for _, impl := range impls {
-		fmt.Fprintf(w, " ---: |")
-		if impl != ref {
-			fmt.Fprintf(w, " ---: |")
-		}
+		fmt.Fprintf(w, " ---: |%s", strings.Repeat(" ---: |", len(refsOf(impl))))
 	}
 	fmt.Fprintln(w)
 	for _, c := range cases {
@@ -289,13 +304,29 @@ func ratioTable(w io.Writer, res *results, pkg, family, ref, unit string, allocs
 				cell += fmt.Sprintf(", %s allocs", scaled(median(a.vals), "allocs/op"))
 			}
 			fmt.Fprintf(w, " %s |", cell)
-			if impl != ref {
+			for _, ref := range refsOf(impl) {
 				fmt.Fprintf(w, " %s |", ratioOf(s, res.get(pkg, family, c, ref, unit)))
 			}
 		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
+}
+
+// supervisorTable shows BenchmarkSupervisorPaired's metrics: each
+// operation's median over rounds, and the ratios measured within each
+// round.
+func supervisorTable(w io.Writer, res *results) {
+	get := func(unit string) *series { return res.get(benchPkg, "SupervisorPaired", "", "", unit) }
+	if get("restart/direct") == nil {
+		fmt.Fprintf(w, "(not measured in this run)\n\n")
+		return
+	}
+	fmt.Fprintf(w, "| direct hand-off | restart through the supervisor | crash recovery | of which after the death was reported | restart / direct | crash / direct | after the death / direct |\n")
+	fmt.Fprintf(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n\n",
+		secCell(get("direct-sec/op")), secCell(get("restart-sec/op")), secCell(get("crash-sec/op")), secCell(get("recovery-sec/op")),
+		metricRatio(get("restart/direct")), metricRatio(get("crash/direct")), metricRatio(get("recovery/direct")))
 }
 
 // pairedTable shows BenchmarkHandoffPaired's metrics: medians over
@@ -360,7 +391,7 @@ func underLoadTable(w io.Writer, res *results) {
 	fmt.Fprintln(w)
 }
 
-// checkTargets evaluates issue 6's targets on this run.
+// checkTargets evaluates the targets of issues 11 and 13 on this run.
 func checkTargets(res *results) []target {
 	var ts []target
 	add := func(what string, limit float64, r ratio) {
@@ -369,20 +400,17 @@ func checkTargets(res *results) []target {
 	ratioIn := func(pkg, family, cas, impl, ref string) ratio {
 		return ratioOf(res.get(pkg, family, cas, impl, "sec/op"), res.get(pkg, family, cas, ref, "sec/op"))
 	}
-	for _, cas := range []string{"proc=2/mode=conn/fds=1", "proc=2/mode=dial/fds=1"} {
-		add("1 fd, "+cas+": graceful ≤ 1.25x floor", 1.25, ratioIn(libPkg, "Transfer", cas, "graceful", "floor"))
+	for _, cas := range []string{"proc=2/mode=conn/fds=1", "proc=2/mode=conn/fds=1000", "proc=2/mode=dial/fds=1000"} {
+		add(cas+": graceful ≤ 1.1x floor-ack", 1.1, ratioIn(libPkg, "Transfer", cas, "graceful", "floor-ack"))
 	}
 	for _, cas := range []string{"proc=2/mode=conn/fds=1000", "proc=2/mode=dial/fds=1000"} {
-		add("1000 fds, "+cas+": graceful ≤ 1.3x floor", 1.3, ratioIn(libPkg, "Transfer", cas, "graceful", "floor"))
+		add(cas+": hardening ≤ 1.05x graceful-base", 1.05, ratioIn(libPkg, "Transfer", cas, "graceful", "graceful-base"))
 	}
-	paired := func(unit string, separate ratio) ratio {
-		if r := metricRatio(res.get(benchPkg, "HandoffPaired", "", "", unit)); r.ok {
-			return r
-		}
-		return separate
-	}
-	add("hand-off: graceful ≤ 1.05x exec inheritance", 1.05, paired("graceful/exec", ratioIn(benchPkg, "Handoff", "", "graceful", "exec")))
-	add("hand-off: graceful faster than tableflip (ratio < 1)", 1-1e-9, paired("graceful/tableflip", ratioIn(benchPkg, "Handoff", "", "graceful", "tableflip")))
+	add("hand-off: hardening ≤ 1.05x graceful-base", 1.05, ratioIn(benchPkg, "Handoff", "", "graceful", "graceful-base"))
+	sup := func(unit string) ratio { return metricRatio(res.get(benchPkg, "SupervisorPaired", "", "", unit)) }
+	add("restart through the supervisor ≤ 1.05x direct hand-off", 1.05, sup("restart/direct"))
+	add("crash recovery ≤ 1.1x process start plus hand-off", 1.1, sup("crash/direct"))
+	add("crash recovery after the death was reported ≤ 1.1x process start plus hand-off", 1.1, sup("recovery/direct"))
 	failed := res.get(benchPkg, "UnderLoad", "", "graceful", "failed/run")
 	t := target{what: "under load: 0 failed requests (graceful demo)", measured: "–"}
 	if failed != nil {

@@ -4,9 +4,9 @@
 //
 //   - without NOTIFY_SOCKET (a direct hand-off), it exits: Receive has
 //     told the sender it is ready;
-//   - under a supervisor, it serves the listener at the same hand-off
-//     socket for its successor, stores it (FDSTORE=1), says READY=1, and
-//     exits on SIGTERM.
+//   - under a supervisor, it says READY=1, stores the listener
+//     (FDSTORE=1), serves it at the same hand-off socket for its
+//     successor, and exits on SIGTERM.
 package main
 
 import (
@@ -54,15 +54,17 @@ func run() error {
 	if os.Getenv("NOTIFY_SOCKET") == "" {
 		return nil
 	}
-	srv := &graceful.Server{Handler: graceful.ListenerHandler(ln, graceful.Meta{"name": "tcp"})}
-	go srv.ListenAndServe(path)
-	defer srv.Close()
-	if _, err := graceful.SdStore("tcp", ln.(*net.TCPListener)); err != nil {
-		return err
-	}
+	// Ready first, as a service should be: it serves once it holds the
+	// listener. Storing it and offering it to a successor come after.
 	if _, err := graceful.SdNotify(graceful.NotifyReady); err != nil {
 		return err
 	}
+	if _, err := graceful.SdStore("tcp", ln.(*net.TCPListener)); err != nil {
+		return err
+	}
+	srv := &graceful.Server{Handler: graceful.ListenerHandler(ln, graceful.Meta{"name": "tcp"})}
+	go srv.ListenAndServe(path)
+	defer srv.Close()
 	<-stop
 	return nil
 }

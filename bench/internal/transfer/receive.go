@@ -71,7 +71,7 @@ func Start(tb testing.TB, mode, impl string, n int) Receiver {
 		harness.Start(tb, role, env, theirs)
 		if impl == Floor {
 			tb.Cleanup(func() { mine.Close() })
-			return &floorConnReceiver{r: floor.NewReceiver(int(mine.Fd()))}
+			return &floorConnReceiver{r: floor.NewReceiver(int(mine.Fd()), false)}
 		}
 		c, err := net.FileConn(mine)
 		mine.Close()
@@ -152,7 +152,7 @@ func (f *floorDialReceiver) Receive(n int) error {
 		return os.NewSyscallError("connect", err)
 	}
 	if f.conn.r == nil {
-		f.conn.r = floor.NewReceiver(sock)
+		f.conn.r = floor.NewReceiver(sock, false)
 	}
 	f.conn.r.Reset(sock)
 	return f.conn.Receive(n)
@@ -323,5 +323,5 @@ func StartFloorReceiver(tb testing.TB, n int) *floor.Receiver {
 	}
 	harness.Start(tb, RoleFloorConn, []string{CountEnv + "=" + strconv.Itoa(n)}, theirs)
 	tb.Cleanup(func() { mine.Close() })
-	return floor.NewReceiver(int(mine.Fd()))
+	return floor.NewReceiver(int(mine.Fd()), false)
 }

@@ -68,7 +68,7 @@ func floorConn() error {
 		return err
 	}
 	defer ln.Close()
-	return floor.NewSender(3, fds).Serve()
+	return floor.NewSender(3, fds, false).Serve()
 }
 
 // floorDial accepts one connection per request: accept4, read the
@@ -80,7 +80,7 @@ func floorDial() error {
 		return err
 	}
 	defer ln.Close()
-	return floor.ServeAccepted(3, fds)
+	return floor.ServeAccepted(3, fds, false)
 }
 
 // inheritedConn turns descriptor 3 into a *net.UnixConn.
