@@ -3,6 +3,7 @@
 package graceful_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -83,6 +84,61 @@ var _ = Describe("Server.Done", func() {
 	})
 })
 
+var _ = Describe("the address in an *OpError for a connection of the caller's", func() {
+	// pair dials a fresh socket and returns both ends.
+	pair := func(addr string, ln net.Listener) (dialed, accepted net.Conn) {
+		GinkgoHelper()
+		ch := make(chan net.Conn, 1)
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				ch <- c
+			}
+		}()
+		dialed, err := net.Dial("unix", addr)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { dialed.Close() })
+		Eventually(ch).Should(Receive(&accepted))
+		DeferCleanup(func() { accepted.Close() })
+		return dialed, accepted
+	}
+	addrOf := func(err error) string {
+		GinkgoHelper()
+		var oe *graceful.OpError
+		Expect(errors.As(err, &oe)).To(BeTrue(), "%v", err)
+		return oe.Addr
+	}
+
+	It("is the socket's path, from the end that dialled it and from the end that accepted", func() {
+		addr := socketAddr()
+		ln, err := net.Listen("unix", addr)
+		Expect(err).NotTo(HaveOccurred())
+		defer ln.Close()
+
+		dialed, accepted := pair(addr, ln)
+		Expect(accepted.Close()).To(Succeed())
+		err = graceful.ReceiveFrom(dialed, func(int, io.Reader) error { return nil })
+		Expect(err).To(MatchError(graceful.ErrPeerClosed))
+		Expect(addrOf(err)).To(Equal(addr), "the dialled end's remote address")
+
+		dialed, accepted = pair(addr, ln)
+		Expect(dialed.Close()).To(Succeed())
+		srv := &graceful.Server{Handler: graceful.CallbackHandler(func() {})}
+		err = srv.ServeConn(accepted)
+		Expect(err).To(MatchError(graceful.ErrPeerClosed))
+		Expect(addrOf(err)).To(Equal(addr), "the accepted end's local address")
+	})
+
+	It("is empty for an unnamed socket pair", func() {
+		a, b := socketPair()
+		defer b.Close()
+		Expect(a.Close()).To(Succeed())
+		srv := &graceful.Server{Handler: graceful.CallbackHandler(func() {})}
+		err := srv.ServeConn(b)
+		Expect(err).To(MatchError(graceful.ErrPeerClosed))
+		Expect(addrOf(err)).To(BeEmpty())
+	})
+})
+
 var _ = Describe("Meta", func() {
 	It("reads nothing, and does not panic, from a nil reader (a descriptor sent without metadata)", func() {
 		var m graceful.Meta
@@ -91,6 +147,20 @@ var _ = Describe("Meta", func() {
 		Expect(n).To(BeZero())
 		Expect(m).NotTo(BeNil())
 		Expect(m).To(BeEmpty())
+	})
+
+	It("adds the pairs it reads to those m holds, and makes m when it is nil", func() {
+		var enc bytes.Buffer
+		_, err := graceful.Meta{"b": "2", "c": "3"}.WriteTo(&enc)
+		Expect(err).NotTo(HaveOccurred())
+		m := graceful.Meta{"a": "1", "b": "old"}
+		_, err = m.ReadFrom(bytes.NewReader(enc.Bytes()))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(m).To(Equal(graceful.Meta{"a": "1", "b": "2", "c": "3"}))
+		var fresh graceful.Meta
+		_, err = fresh.ReadFrom(bytes.NewReader(enc.Bytes()))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(fresh).To(Equal(graceful.Meta{"b": "2", "c": "3"}))
 	})
 
 	It("fails, wrapped once, on metadata over 64 KiB, and on a broken encoding", func() {
@@ -102,6 +172,42 @@ var _ = Describe("Meta", func() {
 		_, err = m.ReadFrom(strings.NewReader("xx"))
 		Expect(err).To(MatchError(graceful.ErrMalformed))
 		Expect(m).To(BeEmpty())
+	})
+})
+
+var _ = Describe("Meta at the 64 KiB limit", func() {
+	// One pair whose encoding is exactly n bytes: count, two lengths, a
+	// one-byte key and the value.
+	metaOf := func(n int) graceful.Meta {
+		return graceful.Meta{"k": strings.Repeat("v", n-4-8-1)}
+	}
+
+	It("reads metadata of exactly 64 KiB, and writes it", func() {
+		m := metaOf(wire.MaxMetaSize)
+		var enc bytes.Buffer
+		_, err := m.WriteTo(&enc)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(enc.Len()).To(Equal(wire.MaxMetaSize))
+		got := graceful.Meta{}
+		n, err := got.ReadFrom(&enc)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(n).To(Equal(int64(wire.MaxMetaSize)))
+		Expect(got).To(Equal(m))
+	})
+
+	It("sends metadata of exactly 64 KiB, and refuses a byte more", func() {
+		fds := pipeFds(2)
+		writes := make(chan error, 2)
+		srv := &graceful.Server{Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
+			writes <- w.Write(fds[0], metaOf(wire.MaxMetaSize))
+			writes <- w.Write(fds[1], metaOf(wire.MaxMetaSize+1))
+		})}
+		addr, done := serve(srv)
+		err := graceful.Receive(addr, func(int, io.Reader) error { return nil })
+		Expect(err).To(HaveOccurred())
+		Expect(writes).To(Receive(BeNil()))
+		Expect(writes).To(Receive(MatchError(graceful.ErrMetaTooLarge)))
+		Eventually(done).Should(Receive(MatchError(graceful.ErrMetaTooLarge)))
 	})
 })
 

@@ -47,6 +47,44 @@ var _ = Describe("a set larger than one message", func() {
 		Eventually(done).Should(Receive(BeNil()))
 	})
 
+	It("fills a BATCH up to exactly the payload limit, and starts the next with the record that does not fit", func() {
+		// 15 records of 64 KiB of metadata (the most one may carry) and
+		// one of 65440 bytes: with their 6-byte headers, exactly 1 MiB.
+		fds := pipeFds(17)
+		handler := graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
+			for i, fd := range fds {
+				var meta io.WriterTo
+				switch {
+				case i < 15:
+					meta = bytesWriterTo(make([]byte, wire.MaxMetaSize))
+				case i == 15:
+					meta = bytesWriterTo(make([]byte, wire.MaxPayload-15*(wire.RecordOverhead+wire.MaxMetaSize)-wire.RecordOverhead))
+				}
+				Expect(w.Write(fd, meta)).To(Succeed())
+			}
+		})
+		addr, done := serve(&graceful.Server{Handler: handler, ReadyTimeout: -1})
+		p := dialRaw(addr)
+		p.send(hello())
+		p.expect(wire.TypeWelcome)
+		var sizes []int
+		var lengths []uint32
+		for {
+			f, err := p.next()
+			Expect(err).NotTo(HaveOccurred())
+			if f.Header.Type == wire.TypeEnd {
+				break
+			}
+			Expect(f.Header.Type).To(Equal(wire.TypeBatch))
+			sizes = append(sizes, int(f.Header.NFds))
+			lengths = append(lengths, f.Header.Length)
+		}
+		Expect(sizes).To(Equal([]int{16, 1}))
+		Expect(lengths).To(Equal([]uint32{wire.MaxPayload, wire.RecordOverhead}))
+		p.send(wire.AppendCount(nil, wire.TypeAck, 17))
+		Eventually(done).Should(Receive(BeNil()))
+	})
+
 	It("arrives whole and in order: 1000 descriptors", func() {
 		fds := pipeFds(1000)
 		addr, done := serve(&graceful.Server{Handler: fdHandler(fds)})

@@ -142,7 +142,7 @@ const maxPooled = 64 << 10
 // Nothing read through fc may be used afterwards.
 func (fc *frameConn) release() {
 	fdpass.CloseAll(fc.dec.Reset())
-	if cap(fc.out) > maxPooled || cap(fc.dec.Space(0)) > maxPooled || cap(fc.arena) > maxPooled {
+	if !fc.poolable() {
 		return
 	}
 	clear(fc.recs[:cap(fc.recs)]) // they point into buffers: let those go
@@ -151,6 +151,12 @@ func (fc *frameConn) release() {
 		recs: fc.recs[:0], batchFds: fc.batchFds[:0], set: fc.set[:0], arena: fc.arena[:0],
 	}
 	framePool.Put(fc)
+}
+
+// poolable reports whether fc's buffers are small enough to be kept for
+// another session. The decoder's must be empty.
+func (fc *frameConn) poolable() bool {
+	return cap(fc.out) <= maxPooled && cap(fc.dec.Space(0)) <= maxPooled && cap(fc.arena) <= maxPooled
 }
 
 // deadline is the deadline of a step of timeout: the session's, when it

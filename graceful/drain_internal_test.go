@@ -3,8 +3,11 @@
 package graceful
 
 import (
+	"context"
 	"io"
 	"net"
+	"net/http"
+	"sync"
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
@@ -53,5 +56,61 @@ var _ = ginkgo.Describe("a drained keep-alive connection", func() {
 		n, err := conn.Read(make([]byte, 64))
 		gomega.Expect(err).To(gomega.MatchError(net.ErrClosed))
 		gomega.Expect(n).To(gomega.BeZero())
+	})
+})
+
+// closeCounter is a connection that only records that it was closed.
+type closeCounter struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newCloseCounter() *closeCounter { return &closeCounter{closed: make(chan struct{})} }
+
+func (c *closeCounter) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
+
+var _ = ginkgo.Describe("the drainer's pass over its connections", func() {
+	ginkgo.It("closes those idle longer than the grace, and none that is new or serving a request", func() {
+		d := NewHTTPDrainer(&http.Server{})
+		idle, active, fresh := newCloseCounter(), newCloseCounter(), newCloseCounter()
+		long := time.Now().Add(-time.Hour)
+		d.conns[idle] = connInfo{state: http.StateIdle, since: long}
+		d.conns[active] = connInfo{state: http.StateActive, since: long}
+		d.conns[fresh] = connInfo{state: http.StateNew, since: long}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		drained := make(chan error, 1)
+		go func() { drained <- d.Drain(ctx) }()
+		gomega.Eventually(idle.closed).Should(gomega.BeClosed())
+		d.mu.Lock() // the pass that closed it is over
+		d.mu.Unlock()
+		gomega.Expect(active.closed).NotTo(gomega.BeClosed())
+		gomega.Expect(fresh.closed).NotTo(gomega.BeClosed())
+		cancel()
+		gomega.Eventually(drained).Should(gomega.Receive(gomega.MatchError(context.Canceled)))
+		gomega.Expect(active.closed).To(gomega.BeClosed(), "the context's end closes what is left")
+		gomega.Expect(fresh.closed).To(gomega.BeClosed())
+	})
+
+	ginkgo.It("leaves a connection idle for less than the grace", func() {
+		d := NewHTTPDrainer(&http.Server{})
+		d.IdleGrace = time.Hour
+		recent, old := newCloseCounter(), newCloseCounter()
+		d.conns[recent] = connInfo{state: http.StateIdle, since: time.Now()}
+		d.conns[old] = connInfo{state: http.StateIdle, since: time.Now().Add(-2 * time.Hour)}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		drained := make(chan error, 1)
+		go func() { drained <- d.Drain(ctx) }()
+		gomega.Eventually(old.closed).Should(gomega.BeClosed())
+		d.mu.Lock()
+		d.mu.Unlock()
+		gomega.Expect(recent.closed).NotTo(gomega.BeClosed())
+		cancel()
+		gomega.Eventually(drained).Should(gomega.Receive(gomega.MatchError(context.Canceled)))
 	})
 })

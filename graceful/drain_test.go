@@ -5,9 +5,11 @@ package graceful_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -136,5 +138,53 @@ var _ = Describe("HTTPDrainer", func() {
 		cancel()
 		Eventually(drained).Should(Receive(MatchError(context.Canceled)))
 		Eventually(drainer.Active).Should(BeZero())
+	})
+})
+
+// closeErrListener is a listener whose Close closes it and returns err,
+// and which says when it is first asked to accept.
+type closeErrListener struct {
+	net.Listener
+	err       error
+	once      *sync.Once
+	accepting chan struct{}
+}
+
+func (l closeErrListener) Accept() (net.Conn, error) {
+	l.once.Do(func() { close(l.accepting) })
+	return l.Listener.Accept()
+}
+
+func (l closeErrListener) Close() error {
+	l.Listener.Close()
+	return l.err
+}
+
+var _ = Describe("HTTPDrainer's listeners", func() {
+	drainWith := func(closeErrs ...error) error {
+		GinkgoHelper()
+		drainer := graceful.NewHTTPDrainer(&http.Server{})
+		served := make(chan error, len(closeErrs))
+		for _, cerr := range closeErrs {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			Expect(err).NotTo(HaveOccurred())
+			l := closeErrListener{Listener: ln, err: cerr, once: new(sync.Once), accepting: make(chan struct{})}
+			go func() { served <- drainer.Serve(l) }()
+			Eventually(l.accepting).Should(BeClosed()) // Serve has it
+		}
+		err := drainer.Drain(context.Background())
+		for range closeErrs {
+			Eventually(served).Should(Receive(BeNil()))
+		}
+		return err
+	}
+
+	It("reports the first listener that failed to close, once the drain is over", func() {
+		first, second := errors.New("first close failed"), errors.New("second close failed")
+		Expect(drainWith(nil, first, second)).To(MatchError(first))
+	})
+
+	It("does not count a listener that was closed already", func() {
+		Expect(drainWith(fmt.Errorf("close: %w", net.ErrClosed), nil)).To(Succeed())
 	})
 })

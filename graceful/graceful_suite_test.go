@@ -20,7 +20,10 @@ import (
 
 func TestGraceful(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "graceful")
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	// Mutation testing (scripts/mutation.sh) stops at the first failure.
+	suiteConfig.FailFast = suiteConfig.FailFast || os.Getenv("GRACEFUL_FAIL_FAST") == "1"
+	RunSpecs(t, "graceful", suiteConfig, reporterConfig)
 }
 
 var _ = BeforeSuite(func() {

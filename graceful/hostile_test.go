@@ -568,6 +568,48 @@ var _ = Describe("a Server's pending connections", func() {
 	})
 })
 
+var _ = Describe("a Server at MaxPending", func() {
+	It("holds exactly MaxPending: the next connection closes one of those waiting for their HELLO", func() {
+		addr, done := serve(&graceful.Server{Handler: graceful.CallbackHandler(func() {}), MaxPending: 2})
+		waiting := []*rawPeer{dialRaw(addr), dialRaw(addr)}
+		closed := make(chan int, len(waiting))
+		for i, p := range waiting {
+			go func() {
+				p.c.Read(make([]byte, 1)) // the server says nothing before HELLO: this ends when it closes
+				closed <- i
+			}()
+		}
+		dialRaw(addr)
+		Eventually(closed).WithTimeout(5 * time.Second).Should(Receive(BeNumerically("<", 2)))
+		Eventually(done).Should(Receive(MatchError(ContainSubstring("MaxPending"))))
+	})
+})
+
+var _ = Describe("a Server on a listener that is not a unix socket", func() {
+	It("turns each connection away as ErrNotUnixConn, and logs its peer as unknown", func() {
+		log := newLineCounter()
+		done := make(chan error, 4)
+		srv := &graceful.Server{
+			Handler: graceful.CallbackHandler(func() {}),
+			Logger:  slog.New(log),
+			Done:    func(err error) { done <- err },
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		DeferCleanup(func() {
+			Expect(srv.Close()).To(Succeed())
+			Eventually(served).Should(Receive(MatchError(graceful.ErrServerClosed)))
+		})
+		c, err := net.Dial("tcp", ln.Addr().String())
+		Expect(err).NotTo(HaveOccurred())
+		defer c.Close()
+		Eventually(done).Should(Receive(MatchError(graceful.ErrNotUnixConn)))
+		Expect(log.String()).To(ContainSubstring("peer=pid -1 uid -1 gid -1"))
+	})
+})
+
 // closedNow reports whether the server has closed p's connection: the end
 // of the stream (or a reset) is there to read within a few milliseconds.
 func closedNow(p *rawPeer) bool {

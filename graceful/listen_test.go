@@ -244,14 +244,15 @@ var _ = Describe("Listen", func() {
 		Expect(st.Mode()).To(Equal(os.ModeSocket | 0o600))
 	})
 
-	It("works at a path of 107 bytes, the most sun_path holds, and at longer ones, which Receive and Dial reach too", func() {
+	It("works at a path of 107 bytes, the most sun_path holds, and at longer ones (108 bytes, the first too long, and more), which Receive and Dial reach too", func() {
 		dir := GinkgoT().TempDir()
 		at107 := filepath.Join(dir, strings.Repeat("x", 107-len(dir)-1))
 		Expect(at107).To(HaveLen(107))
+		at108 := at107[:len(at107)-1] + "zz"
 		deep := filepath.Join(dir, strings.Repeat("d", 100))
 		Expect(os.Mkdir(deep, 0o700)).To(Succeed())
 		long := filepath.Join(deep, strings.Repeat("y", 100))
-		for _, addr := range []string{at107, long} {
+		for _, addr := range []string{at107, at108, long} {
 			ln, err := graceful.Listen(addr)
 			Expect(err).NotTo(HaveOccurred(), "%d bytes", len(addr))
 			done := serveOn(ln)
@@ -263,6 +264,20 @@ var _ = Describe("Listen", func() {
 			Expect(graceful.Ready(c)).To(Succeed())
 			c.Close()
 		}
+	})
+
+	It("replaces a stale socket at a path of 108 bytes, which it checks through /proc/self/fd", func() {
+		dir := GinkgoT().TempDir()
+		at108 := filepath.Join(dir, strings.Repeat("x", 108-len(dir)-1))
+		Expect(at108).To(HaveLen(108))
+		ln, err := graceful.Listen(at108)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(ln.Close()).To(Succeed()) // leaves the file: a stale socket
+		ln, err = graceful.Listen(at108)
+		Expect(err).NotTo(HaveOccurred())
+		done := serveOn(ln)
+		Expect(graceful.Receive(at108, receiveNothing)).To(Succeed())
+		Eventually(done).Should(Receive(BeNil()))
 	})
 
 	It("takes an abstract address, @name, on every entry point, and creates no file", func() {

@@ -4,6 +4,7 @@ package graceful_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -11,8 +12,10 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/graceful"
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 	"github.com/gracefulfd/graceful/graceful/wire"
 )
 
@@ -156,6 +159,53 @@ var _ = Describe("sending on a connection of one's own", func() {
 	})
 })
 
+var _ = Describe("SendTo's result", func() {
+	It("is the receiver's refusal when the descriptor was written but rejected", func() {
+		fds := pipeFds(1)
+		a, b := socketPair()
+		defer a.Close()
+		defer b.Close()
+		received := make(chan error, 1)
+		go func() {
+			received <- graceful.ReceiveFrom(a, func(fd int, _ io.Reader) error {
+				os.NewFile(uintptr(fd), "received").Close()
+				return errors.New("not today")
+			})
+		}()
+		err := graceful.SendTo(b, fds[0], nil)
+		Expect(err).To(MatchError(graceful.ErrRejected))
+		Expect(err).To(MatchError(ContainSubstring("not today")))
+		Eventually(received).Should(Receive(MatchError(graceful.ErrRejected)))
+	})
+})
+
+var _ = Describe("a connection of one's own, while a session runs on it", func() {
+	It("refuses descriptors (SO_PASSRIGHTS), and takes them again once ServeConn returns", func() {
+		a, b := socketPair()
+		defer b.Close()
+		if _, known, _ := fdpass.PassRights(b); !known {
+			Skip("this kernel has no SO_PASSRIGHTS (Linux 6.16 and later)")
+		}
+		type rights struct{ on, known bool }
+		during := make(chan rights, 1)
+		srv := &graceful.Server{Handler: graceful.HandlerFunc(func(conn net.Conn, _ graceful.ResponseWriter) {
+			on, known, err := fdpass.PassRights(conn.(*net.UnixConn))
+			Expect(err).NotTo(HaveOccurred())
+			during <- rights{on, known}
+		})}
+		served := make(chan error, 1)
+		go func() { served <- srv.ServeConn(b) }()
+		Expect(graceful.ReceiveFrom(a, func(int, io.Reader) error { return nil })).To(Succeed())
+		Expect(graceful.Ready(a)).To(Succeed())
+		Expect(a.Close()).To(Succeed())
+		Eventually(served).Should(Receive(BeNil()))
+		Expect(during).To(Receive(Equal(rights{on: false, known: true})))
+		on, _, err := fdpass.PassRights(b)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(on).To(BeTrue(), "SO_PASSRIGHTS was not turned back on")
+	})
+})
+
 var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 	It("sends a whole set per session until the receiver closes, and leaves the connection open", func() {
 		fds := pipeFds(300)
@@ -208,6 +258,74 @@ var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 		Eventually(done).Should(Receive(MatchError(graceful.ErrNotReady)))
 		Expect(readSet(p)).To(Equal(uint32(2)), "the HELLO began a second session")
 		p.send(append(wire.AppendCount(nil, wire.TypeAck, 2), wire.AppendReady(nil)...))
+		Eventually(done).Should(Receive(BeNil()))
+		p.c.Close()
+		Eventually(served).Should(Receive(BeNil()))
+	})
+
+	It("reads no byte past READY: a HELLO written with it begins the next session", func() {
+		fds := pipeFds(1)
+		srv := &graceful.Server{Handler: graceful.FdHandler(fds[0], nil)}
+		done := make(chan error, 4)
+		srv.Done = func(err error) { done <- err }
+		a, b := socketPair()
+		defer b.Close()
+		served := make(chan error, 1)
+		go func() { served <- srv.ServeConn(b) }()
+
+		p := newRawPeer(a)
+		defer p.close()
+		p.send(hello())
+		Expect(readSet(p)).To(Equal(uint32(1)))
+		p.send(append(wire.AppendReady(wire.AppendCount(nil, wire.TypeAck, 1)), hello()...))
+		Eventually(done).Should(Receive(BeNil()))
+		Expect(readSet(p)).To(Equal(uint32(1)), "the HELLO began a second session")
+		p.send(wire.AppendReady(wire.AppendCount(nil, wire.TypeAck, 1)))
+		Eventually(done).Should(Receive(BeNil()))
+		p.c.Close()
+		Eventually(served).Should(Receive(BeNil()))
+	})
+
+	It("fails with ErrPeerClosed when the peer closes before its first byte, and Done does not hear of it", func() {
+		srv := &graceful.Server{Handler: graceful.CallbackHandler(func() {})}
+		done := make(chan error, 4)
+		srv.Done = func(err error) { done <- err }
+		a, b := socketPair()
+		defer b.Close()
+		Expect(a.Close()).To(Succeed())
+		err := srv.ServeConn(b)
+		Expect(err).To(MatchError(graceful.ErrPeerClosed))
+		Expect(err).To(MatchError(ContainSubstring("closed before HELLO")))
+		Expect(done).NotTo(Receive(), "Done runs before ServeConn returns: it was not called")
+	})
+
+	It("reads no byte past a READY that comes in pieces: the next HELLO stays for the next session", func() {
+		fds := pipeFds(1)
+		srv := &graceful.Server{Handler: graceful.FdHandler(fds[0], nil)}
+		done := make(chan error, 4)
+		srv.Done = func(err error) { done <- err }
+		a, b := socketPair()
+		defer b.Close()
+		served := make(chan error, 1)
+		go func() { served <- srv.ServeConn(b) }()
+		// unread is how many bytes wait in b's receive queue.
+		unread := func() int {
+			n, err := unix.IoctlGetInt(rawFd(b), unix.SIOCINQ)
+			Expect(err).NotTo(HaveOccurred())
+			return n
+		}
+
+		p := newRawPeer(a)
+		defer p.close()
+		p.send(hello())
+		Expect(readSet(p)).To(Equal(uint32(1)))
+		ready := wire.AppendReady(nil)
+		p.send(append(wire.AppendCount(nil, wire.TypeAck, 1), ready[:4]...))
+		Eventually(unread).Should(BeZero(), "the server took ACK and half of READY")
+		p.send(append(ready[4:], hello()...))
+		Eventually(done).Should(Receive(BeNil()))
+		Expect(readSet(p)).To(Equal(uint32(1)), "the HELLO began a second session")
+		p.send(wire.AppendReady(wire.AppendCount(nil, wire.TypeAck, 1)))
 		Eventually(done).Should(Receive(BeNil()))
 		p.c.Close()
 		Eventually(served).Should(Receive(BeNil()))

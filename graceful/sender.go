@@ -111,11 +111,10 @@ func (s *sender) stop(err error) error {
 }
 
 // flush sends the queued batch, and whatever frames wait in fc.out before
-// it, in one sendmsg.
+// it, in one sendmsg. The batch is never empty: WriteKind flushes only to
+// make room for another record.
 func (s *sender) flush() error {
-	if len(s.fds) > 0 {
-		s.fc.out = wire.AppendBatch(s.fc.out, s.recs)
-	}
+	s.fc.out = wire.AppendBatch(s.fc.out, s.recs)
 	if err := s.fc.write(s.fds); err != nil {
 		return s.stop(writeError(err))
 	}

@@ -144,20 +144,15 @@ func (s *Server) ListenAndServe(addr string) error {
 	}
 }
 
-// listen creates the socket at addr unless the Server is closed, and makes
-// it the Server's at once: a Close that comes once the socket is in place
-// closes it.
+// listen creates the socket at addr unless the Server is closed. A Close
+// that comes once the socket is in place makes serve close it.
 func (s *Server) listen(addr string) (*net.UnixListener, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrServerClosed
 	}
-	ln, err := listen(addr)
-	if err == nil {
-		s.ln, s.addr = ln, addr
-	}
-	return ln, err
+	return listen(addr)
 }
 
 // Serve accepts receivers on ln until Close, and closes ln then. It

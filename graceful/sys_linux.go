@@ -73,8 +73,5 @@ func renameExchange(fromDir int, from string, toDir int, to string) error {
 		// window between the check and the rename that it would close.
 		err = unix.Renameat(fromDir, from, toDir, to)
 	}
-	if err != nil {
-		return os.NewSyscallError("renameat2", err)
-	}
-	return nil
+	return os.NewSyscallError("renameat2", err) // nil on success
 }

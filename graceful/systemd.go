@@ -149,10 +149,7 @@ func notifyWithFds(addr, state string, fds []int) error {
 		return os.NewSyscallError("socket", err)
 	}
 	defer unix.Close(s)
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
+	oob := fdpass.AppendRights(nil, fds) // nil for none
 	if err := unix.Sendmsg(s, []byte(state), oob, &unix.SockaddrUnix{Name: addr}, 0); err != nil {
 		return os.NewSyscallError("sendmsg", err)
 	}

@@ -184,6 +184,33 @@ var _ = Describe("sd_notify", func() {
 		Expect(m.read().text).To(Equal("FDSTOREREMOVE=1\nFDNAME=http"))
 	})
 
+	It("reports a manager that is not there: descriptors cannot reach it", func() {
+		setenv("NOTIFY_SOCKET", socketAddr()) // nothing bound at it
+		sent, err := graceful.SdNotifyWithFds(nil, "FDSTORE=1")
+		Expect(err).To(MatchError(unix.ENOENT))
+		Expect(err).To(MatchError(ContainSubstring("sendmsg")))
+		Expect(sent).To(BeFalse())
+		sent, err = graceful.SdStore("x", os.Stdin)
+		Expect(err).To(HaveOccurred())
+		Expect(sent).To(BeFalse())
+	})
+
+	It("takes any name of 1 to 255 printable ASCII characters but ':', from space to '~'", func() {
+		setenv("NOTIFY_SOCKET", "")
+		os.Unsetenv("NOTIFY_SOCKET") // the name is checked all the same
+		for _, name := range []string{"x", " ", "~", "a b~c", strings.Repeat("x", 255)} {
+			sent, err := graceful.SdStore(name, os.Stdin)
+			Expect(err).NotTo(HaveOccurred(), "name %q", name)
+			Expect(sent).To(BeFalse())
+			_, err = graceful.SdStoreRemove(name)
+			Expect(err).NotTo(HaveOccurred(), "name %q", name)
+		}
+		for _, name := range []string{"\x1f", "\x7f", "caf\xc3\xa9"} {
+			_, err := graceful.SdStoreRemove(name)
+			Expect(err).To(HaveOccurred(), "name %q", name)
+		}
+	})
+
 	It("refuses a descriptor name that LISTEN_FDNAMES could not carry", func() {
 		newManager(socketAddr())
 		for _, name := range []string{"", "a:b", "new\nline", strings.Repeat("x", 256)} {

@@ -47,12 +47,12 @@ func (d *Decoder) Peek() (h Header, ok bool, err error) {
 // Space returns at least min free bytes at the end of the buffer, for the
 // next read to fill; Commit(n) then adds the n bytes read.
 func (d *Decoder) Space(min int) []byte {
-	if d.start > 0 && d.start == len(d.buf) {
+	if d.start == len(d.buf) { // nothing left to keep: start over
 		d.buf, d.start = d.buf[:0], 0
 	}
 	if cap(d.buf)-len(d.buf) < min {
 		live := len(d.buf) - d.start
-		if d.start > 0 && cap(d.buf)-live >= min {
+		if cap(d.buf)-live >= min { // the bytes consumed make the room
 			copy(d.buf, d.buf[d.start:])
 			d.buf = d.buf[:live]
 		} else {

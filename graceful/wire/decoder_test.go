@@ -614,6 +614,57 @@ var _ = Describe("Decoder", func() {
 			Expect(f.Payload).To(Equal(err2[wire.HeaderSize:]))
 		})
 
+		// The next three read the buffer's place in memory through the
+		// slices Space returns: how much it copies and allocates is part
+		// of what it is for.
+		It("hands out the free tail as it is when it holds exactly the room asked for", func() {
+			s := d.Space(32)
+			n := len(s)
+			end := wire.AppendCount(nil, wire.TypeEnd, 7)
+			d.Write(wire.AppendReady(nil))
+			d.Write(end)
+			_, ok, err := d.Next() // READY: its bytes could make room
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			used := wire.HeaderSize + len(end)
+			r := d.Space(n - used)
+			Expect(len(r)).To(Equal(n - used))
+			Expect(&r[0]).To(BeIdenticalTo(&s[used]), "the unread bytes moved")
+		})
+
+		It("starts over at the front of its buffer once every byte is taken", func() {
+			s := d.Space(32)
+			n := len(s)
+			d.Write(wire.AppendReady(nil))
+			_, ok, err := d.Next()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			r := d.Space(1)
+			Expect(len(r)).To(Equal(n))
+			Expect(&r[0]).To(BeIdenticalTo(&s[0]))
+		})
+
+		It("moves the unread bytes to the front, in place, when that makes exactly the room asked for", func() {
+			s := d.Space(32)
+			n := len(s)
+			end := wire.AppendCount(nil, wire.TypeEnd, 7)
+			d.Write(wire.AppendReady(nil))
+			d.Write(end)
+			f, ok, err := d.Next()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(f.Header.Type).To(Equal(wire.TypeReady))
+			// len(end) bytes unread, n-len(end) free once they move.
+			r := d.Space(n - len(end))
+			Expect(len(r)).To(Equal(n - len(end)))
+			Expect(&r[0]).To(BeIdenticalTo(&s[len(end)]), "the buffer was not reused")
+			Expect(s[:len(end)]).To(Equal(end))
+			f, ok, err = d.Next()
+			Expect(err).NotTo(HaveOccurred())
+			Expect(ok).To(BeTrue())
+			Expect(f.Payload).To(Equal(end[wire.HeaderSize:]))
+		})
+
 		It("grows geometrically: a frame near 1 MiB read in small pieces is not copied once per read", func() {
 			// As the receiver reads: Space(16 KiB) before each read, a
 			// short read into it. Growing by exactly what is asked copies

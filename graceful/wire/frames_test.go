@@ -568,3 +568,42 @@ var _ = Describe("ParseHeaderIn", func() {
 		Expect(err).To(MatchError(ContainSubstring("unknown frame type 9")))
 	})
 })
+
+var _ = Describe("ErrBadErrorFrame (ERR-3)", func() {
+	DescribeTable("marks a broken ERROR header, keeping its class", func(b []byte, class error) {
+		_, err := wire.ParseHeader(b)
+		Expect(err).To(MatchError(wire.ErrBadErrorFrame))
+		expectRejected(err, class)
+	},
+		Entry("flags", header(7, 1, 0, 4), wire.ErrMalformed),
+		Entry("descriptors", header(7, 0, 1, 4), wire.ErrMalformed),
+		Entry("message over 1024 bytes", header(7, 0, 0, 1029), wire.ErrMalformed),
+		Entry("over 1 MiB", header(7, 0, 0, 1<<20+1), wire.ErrTooLarge),
+	)
+
+	DescribeTable("does not mark the broken header of another type", func(b []byte) {
+		_, err := wire.ParseHeader(b)
+		expectRejected(err, wire.ErrMalformed)
+		Expect(err).NotTo(MatchError(wire.ErrBadErrorFrame))
+	},
+		Entry("BATCH with flags", header(3, 2, 1, 6)),
+		Entry("END of 3 bytes", header(4, 0, 0, 3)),
+		Entry("unknown type", header(9, 0, 0, 0)),
+	)
+
+	It("marks a broken ERROR payload", func() {
+		_, err := wire.ParseError([]byte{0, 1, 0, 3, 'a'})
+		Expect(err).To(MatchError(wire.ErrBadErrorFrame))
+		expectRejected(err, wire.ErrMalformed)
+	})
+})
+
+var _ = Describe("AppendError with a message that is not UTF-8", func() {
+	It("cuts an over-long message with no rune start to nothing, and the frame stays valid", func() {
+		msg := strings.Repeat("\x80", wire.MaxErrorText+10)
+		_, p := splitFrame(wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeRejected, Message: msg}))
+		got, err := wire.ParseError(p)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(got).To(Equal(wire.ErrorFrame{Code: wire.CodeRejected}))
+	})
+})

@@ -2,6 +2,7 @@ package wire_test
 
 import (
 	"bytes"
+	"runtime"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -136,5 +137,18 @@ var _ = Describe("metadata encoding (section 5)", func() {
 		expectRejected(err, wire.ErrMalformed)
 		Expect(got).To(BeNil())
 		Expect(bytes.HasPrefix(whole, p)).To(BeTrue())
+	})
+
+	It("refuses a pair count the bytes cannot hold before making room for it", func() {
+		// 2^18 pairs need at least 2 MiB; 32 KiB are there. A decoder that
+		// trusted the count would size its map for it first.
+		p := cat(u32(1<<18), make([]byte, 32<<10))
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		got, err := wire.ParseMeta(p)
+		runtime.ReadMemStats(&after)
+		expectRejected(err, wire.ErrMalformed)
+		Expect(got).To(BeNil())
+		Expect(after.TotalAlloc-before.TotalAlloc).To(BeNumerically("<", 256<<10), "bytes allocated")
 	})
 })

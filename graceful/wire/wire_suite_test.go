@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"os"
 	"testing"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -9,5 +10,8 @@ import (
 
 func TestWire(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "wire")
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	// Mutation testing (scripts/mutation.sh) stops at the first failure.
+	suiteConfig.FailFast = suiteConfig.FailFast || os.Getenv("GRACEFUL_FAIL_FAST") == "1"
+	RunSpecs(t, "wire", suiteConfig, reporterConfig)
 }

@@ -103,31 +103,27 @@ func (b *Blocking) retry(events int16, deadline time.Time, call func() error) er
 }
 
 // wait blocks the thread until the socket has one of events (or an error or
-// hang-up, which the next call reports) or deadline passes.
+// hang-up, which the next call reports) or deadline passes: then the next
+// call fails with EAGAIN, and the next wait gives up.
 func (b *Blocking) wait(events int16, deadline time.Time) error {
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return os.ErrDeadlineExceeded
-		}
-		if ready, err := waitFd(b.fd, events, left); err != nil || ready {
-			return err
-		}
+	left := time.Until(deadline)
+	if left <= 0 {
+		return os.ErrDeadlineExceeded
 	}
+	return waitFd(b.fd, events, left)
 }
 
 // waitFd blocks the thread until fd has one of events, an error or a
-// hang-up, or timeout passes, and reports which.
-func waitFd(fd int, events int16, timeout time.Duration) (bool, error) {
+// hang-up, or timeout passes.
+func waitFd(fd int, events int16, timeout time.Duration) error {
 	pfd := []unix.PollFd{{Fd: int32(fd), Events: events}}
 	deadline := time.Now().Add(timeout)
 	for {
-		n, err := pollOnce(pfd, max(timeout, 0))
-		if err == unix.EINTR {
-			timeout = time.Until(deadline)
-			continue
+		err := pollOnce(pfd, max(timeout, 0))
+		if err != unix.EINTR {
+			return err
 		}
-		return n > 0, err
+		timeout = time.Until(deadline)
 	}
 }
 
@@ -200,10 +196,7 @@ func connectBy(fd int, sa unix.Sockaddr, deadline time.Time) error {
 	if err := retryEINTR(func() error { return unix.Connect(fd, sa) }); err != nil {
 		return blockingError("connect", err)
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return os.NewSyscallError("fcntl", err)
-	}
-	return nil
+	return os.NewSyscallError("fcntl", unix.SetNonblock(fd, true)) // nil on success
 }
 
 // blockingError names the call that failed or ran out of time, and turns

@@ -41,7 +41,7 @@ func RawFd(c syscall.Conn) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	fd := -1
+	var fd int
 	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
 		return -1, err
 	}
@@ -125,11 +125,8 @@ func appendFds(fds []int, oob []byte) ([]int, error) {
 		} else {
 			closeCarried(h, data)
 		}
-		next := unix.CmsgSpace(l - hdr)
-		if next > len(oob) {
-			break
-		}
-		oob = oob[next:]
+		// The last message may come without its padding.
+		oob = oob[min(unix.CmsgSpace(l-hdr), len(oob)):]
 	}
 	return fds, nil
 }

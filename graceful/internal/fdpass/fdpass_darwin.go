@@ -72,11 +72,11 @@ func socketCloexec() (int, error) {
 }
 
 // pollOnce is one poll of pfd, for up to timeout rounded up to the
-// millisecond poll counts in.
-func pollOnce(pfd []unix.PollFd, timeout time.Duration) (int, error) {
-	n, err := unix.Poll(pfd, int((timeout+time.Millisecond-1)/time.Millisecond))
-	if err != nil && err != unix.EINTR {
-		err = os.NewSyscallError("poll", err)
+// millisecond poll counts in. EINTR comes as it is.
+func pollOnce(pfd []unix.PollFd, timeout time.Duration) error {
+	_, err := unix.Poll(pfd, int((timeout+time.Millisecond-1)/time.Millisecond))
+	if err == unix.EINTR {
+		return err
 	}
-	return n, err
+	return os.NewSyscallError("poll", err) // nil on success
 }

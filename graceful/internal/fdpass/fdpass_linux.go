@@ -62,10 +62,7 @@ func SetPassRightsFd(fd int, on bool) error {
 		noPassRights.Store(true)
 		return nil
 	}
-	if err != nil {
-		return os.NewSyscallError("setsockopt", err)
-	}
-	return nil
+	return os.NewSyscallError("setsockopt", err) // nil on success
 }
 
 const (
@@ -81,12 +78,12 @@ func socketCloexec() (int, error) {
 	return unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 }
 
-// pollOnce is one ppoll of pfd, for up to timeout.
-func pollOnce(pfd []unix.PollFd, timeout time.Duration) (int, error) {
+// pollOnce is one ppoll of pfd, for up to timeout. EINTR comes as it is.
+func pollOnce(pfd []unix.PollFd, timeout time.Duration) error {
 	ts := unix.NsecToTimespec(timeout.Nanoseconds())
-	n, err := unix.Ppoll(pfd, &ts, nil)
-	if err != nil && err != unix.EINTR {
-		err = os.NewSyscallError("ppoll", err)
+	_, err := unix.Ppoll(pfd, &ts, nil)
+	if err == unix.EINTR {
+		return err
 	}
-	return n, err
+	return os.NewSyscallError("ppoll", err) // nil on success
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -152,18 +153,26 @@ func goroutineWaiting(fn string) bool {
 // threadInSyscall reports whether a thread of this process is blocked in
 // the system call nr, as /proc/self/task/*/syscall shows it.
 func threadInSyscall(nr uintptr) bool {
+	_, ok := threadIn(nr)
+	return ok
+}
+
+// threadIn returns the id of a thread of this process blocked in the
+// system call nr.
+func threadIn(nr uintptr) (tid int, ok bool) {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
-		return false
+		return 0, false
 	}
 	want := fmt.Sprintf("%d ", nr)
 	for _, t := range tasks {
 		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/syscall")
 		if err == nil && strings.HasPrefix(string(b), want) {
-			return true
+			tid, err := strconv.Atoi(t.Name())
+			return tid, err == nil
 		}
 	}
-	return false
+	return 0, false
 }
 
 // nonBlocking reports whether fd's open file description has O_NONBLOCK.

@@ -367,6 +367,16 @@ var _ = Describe("the control-data parser", func() {
 		Expect(fds).To(Equal([]int{1001}))
 	})
 
+	It("takes a message that is a header alone, and goes on to the next", func() {
+		oob := bytes.Join([][]byte{
+			cmsg(unix.SOL_SOCKET, unix.SCM_RIGHTS, nil),
+			cmsg(unix.SOL_SOCKET, unix.SCM_RIGHTS, ints(1001)),
+		}, nil)
+		fds, err := fdpass.AppendFds(nil, oob)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(fds).To(Equal([]int{1001}))
+	})
+
 	It("finds nothing in an empty buffer", func() {
 		fds, err := fdpass.AppendFds([]int{5}, nil)
 		Expect(err).NotTo(HaveOccurred())
@@ -394,6 +404,10 @@ var _ = Describe("the control-data parser", func() {
 		}),
 		Entry("a length past the buffer", func(fds []int) []byte {
 			bad := cmsgLen(unix.SOL_SOCKET, unix.SCM_RIGHTS, unix.CmsgLen(12), ints(1, 2))
+			return append(cmsg(unix.SOL_SOCKET, unix.SCM_RIGHTS, ints(fds...)), bad...)
+		}),
+		Entry("a last header alone, whose length runs past the buffer", func(fds []int) []byte {
+			bad := cmsgLen(unix.SOL_SOCKET, unix.SCM_RIGHTS, unix.CmsgLen(4), nil)[:unix.CmsgLen(0)]
 			return append(cmsg(unix.SOL_SOCKET, unix.SCM_RIGHTS, ints(fds...)), bad...)
 		}),
 	)
