@@ -82,8 +82,9 @@
 //     has every session as a whole (SessionTimeout, three steps by
 //     default), on both sides. A receiver that acknowledged a set and never
 //     says READY keeps other receivers out for ReadyTimeout at most (10 s by
-//     default); meanwhile they are told BUSY, and Receive asks again until
-//     its own session deadline.
+//     default); meanwhile they are told BUSY (after waiting up to 2 ms for
+//     the session to end), and Receive asks again until its own session
+//     deadline.
 //   - The server's socket file is created with mode 0600, never reachable
 //     with wider permissions, and Listen replaces nothing but a stale
 //     socket (ErrAddrInUse otherwise).

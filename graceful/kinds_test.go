@@ -18,15 +18,7 @@ var _ = Describe("a Client that checks kinds (CheckKinds, RCV-8)", func() {
 	client := &graceful.Client{CheckKinds: true}
 
 	It("takes a set whose descriptors are what the sender said, and does not check those it called raw", func() {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		defer ln.Close()
-		f, err := os.CreateTemp(GinkgoT().TempDir(), "kind")
-		Expect(err).NotTo(HaveOccurred())
-		defer f.Close()
-		a, b := socketPair()
-		defer a.Close()
-		defer b.Close()
+		ln, f, a, _ := kindFixtures()
 		addr, done := serve(&graceful.Server{Handler: graceful.SequenceHandler(
 			graceful.ListenerHandler(ln, nil),
 			graceful.FileHandler(f, nil),
@@ -64,15 +56,7 @@ var _ = Describe("a Client that checks kinds (CheckKinds, RCV-8)", func() {
 
 var _ = Describe("the kind a Handler declares", func() {
 	It("is the value's: a listener, a file, and raw for a socket opened as an *os.File", func() {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		defer ln.Close()
-		f, err := os.CreateTemp(GinkgoT().TempDir(), "kind")
-		Expect(err).NotTo(HaveOccurred())
-		defer f.Close()
-		a, b := socketPair()
-		defer a.Close()
-		defer b.Close()
+		ln, f, a, b := kindFixtures()
 		sock, err := b.File() // a dup: the socket, as an *os.File
 		Expect(err).NotTo(HaveOccurred())
 		defer sock.Close()
@@ -98,3 +82,19 @@ var _ = Describe("the kind a Handler declares", func() {
 		Eventually(done).Should(Receive(BeNil()))
 	})
 })
+
+// kindFixtures is one descriptor of each kind a Handler declares: a TCP
+// listener, a file, and the two ends of a unix stream socket pair, all
+// closed when the spec ends.
+func kindFixtures() (ln net.Listener, f *os.File, a, b *net.UnixConn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(ln.Close)
+	f, err = os.CreateTemp(GinkgoT().TempDir(), "kind")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(f.Close)
+	a, b = socketPair()
+	DeferCleanup(a.Close)
+	DeferCleanup(b.Close)
+	return ln, f, a, b
+}

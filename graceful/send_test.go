@@ -242,16 +242,7 @@ var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 
 	It("serves a HELLO where READY is due as the next session; the first is reported not ready (RDY-2, RDY-5)", func() {
 		fds := pipeFds(2)
-		srv := &graceful.Server{Handler: graceful.SequenceHandler(graceful.FdHandler(fds[0], nil), graceful.FdHandler(fds[1], nil))}
-		done := make(chan error, 4)
-		srv.Done = func(err error) { done <- err }
-		a, b := socketPair()
-		defer b.Close()
-		served := make(chan error, 1)
-		go func() { served <- srv.ServeConn(b) }()
-
-		p := newRawPeer(a)
-		defer p.close()
+		p, done, served := serveConnTo(graceful.SequenceHandler(graceful.FdHandler(fds[0], nil), graceful.FdHandler(fds[1], nil)))
 		p.send(hello())
 		Expect(readSet(p)).To(Equal(uint32(2)))
 		p.send(append(wire.AppendCount(nil, wire.TypeAck, 2), hello()...)) // HELLO where READY is due
@@ -265,16 +256,7 @@ var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 
 	It("reads no byte past READY: a HELLO written with it begins the next session", func() {
 		fds := pipeFds(1)
-		srv := &graceful.Server{Handler: graceful.FdHandler(fds[0], nil)}
-		done := make(chan error, 4)
-		srv.Done = func(err error) { done <- err }
-		a, b := socketPair()
-		defer b.Close()
-		served := make(chan error, 1)
-		go func() { served <- srv.ServeConn(b) }()
-
-		p := newRawPeer(a)
-		defer p.close()
+		p, done, served := serveConnTo(graceful.FdHandler(fds[0], nil))
 		p.send(hello())
 		Expect(readSet(p)).To(Equal(uint32(1)))
 		p.send(append(wire.AppendReady(wire.AppendCount(nil, wire.TypeAck, 1)), hello()...))
@@ -331,3 +313,19 @@ var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 		Eventually(served).Should(Receive(BeNil()))
 	})
 })
+
+// serveConnTo runs a Server with h on one end of a socket pair and plays
+// the receiver by hand on the other: what Done hears, and what ServeConn
+// returns, arrive on done and served.
+func serveConnTo(h graceful.Handler) (p *rawPeer, done, served chan error) {
+	srv := &graceful.Server{Handler: h}
+	done = make(chan error, 4)
+	srv.Done = func(err error) { done <- err }
+	a, b := socketPair()
+	DeferCleanup(b.Close)
+	served = make(chan error, 1)
+	go func() { served <- srv.ServeConn(b) }()
+	p = newRawPeer(a)
+	DeferCleanup(p.close)
+	return p, done, served
+}
