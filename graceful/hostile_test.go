@@ -469,7 +469,7 @@ var _ = Describe("a Handler that takes seconds", func() {
 		go func() { first <- graceful.Receive(addr, func(int, io.Reader) error { return nil }) }()
 		Eventually(calls.Load).Should(BeNumerically("==", 1))
 
-		By("a second receiver is answered BUSY at once")
+		By("a second receiver is answered BUSY")
 		p := dialRaw(addr)
 		p.send(hello())
 		p.expectError(wire.CodeBusy)

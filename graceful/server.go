@@ -19,10 +19,10 @@ import (
 // Server offers its descriptors to receivers that connect to it: for each
 // connection it runs one session, in which Handler writes the descriptors.
 // One session runs at a time; a receiver that says HELLO meanwhile is told
-// the server is busy (ErrBusy) once the session has gone on for busyWait
-// (2 ms) more, whatever the Handler is doing. (The wait serves the common
-// case at once: the receiver before it has sent ACK and READY, and the
-// session ends as soon as this side reads them.)
+// the server is busy (ErrBusy) unless that session ends within busyWait
+// (2 ms), whatever the Handler is doing. (The wait serves the common case
+// at once: the receiver before it has sent ACK and READY, and the session
+// ends as soon as this side reads them.)
 //
 // Each connection is served on a goroutine of its own, through package
 // net: a connection that waits costs a goroutine parked in Go's poller and
