@@ -48,6 +48,11 @@
 // that says why. A restart asked for while one is in progress is queued
 // behind it (requests that arrive meanwhile share one further restart); one
 // asked for while no generation serves is refused with ErrNotServing.
+// With Config.Handoff, a restart also waits (up to ReadyTimeout, then it
+// fails) until the serving generation's hand-off socket answers: a
+// generation may say READY=1 before it has placed the socket, which its
+// predecessor held, and a successor started then would find no server and
+// begin without the descriptors.
 //
 // # Crash safety
 //

@@ -4,9 +4,12 @@ package supervisor
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/graceful"
 )
@@ -42,9 +45,14 @@ type state struct {
 	gens     map[int]*gen // every generation whose main process still runs
 	serving  *gen
 	starting *gen
-	pending  []chan restartResult // restarts asked for during a restart
-	store    store
-	handoff  *handoffServer
+	pending  []chan restartResult // restarts asked for during a restart, or before the hand-off socket answered
+	// handoffWait, while set, probes the serving generation's hand-off
+	// socket until it answers, for the restarts pending; they fail at
+	// handoffGiveUp.
+	handoffWait   interface{ Stop() bool }
+	handoffGiveUp time.Time
+	store         store
+	handoff       *handoffServer
 
 	crashes  int // consecutive failures, for the backoff
 	backoff  interface{ Stop() bool }
@@ -138,11 +146,89 @@ func (st *state) requestRestart(res chan restartResult) {
 		}
 		res <- restartResult{err: fmt.Errorf("%w: %s; try again once it is ready", ErrNotServing, msg)}
 	default:
-		st.beginRestart([]chan restartResult{res})
+		st.restartWhenHandoffAnswers([]chan restartResult{res})
 	}
 }
 
+// probeHandoff connects to the hand-off socket at path without waiting,
+// and hangs up: nil when a server is there (or its backlog is full, or the
+// answer says nothing either way), the kernel's answer when nobody is. An
+// empty path has nothing to probe.
+func probeHandoff(path string) error {
+	if path == "" {
+		return nil
+	}
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == unix.ECONNREFUSED || err == unix.ENOENT {
+		return os.NewSyscallError("connect", err)
+	}
+	return nil
+}
+
+// handoffProbeEvery is how often a restart waiting for the serving
+// generation's hand-off socket asks again.
+const handoffProbeEvery = 5 * time.Millisecond
+
+// restartWhenHandoffAnswers begins the restart for waiters, unless the
+// serving generation's hand-off socket does not answer yet (a generation
+// may say READY=1 before it has the path: its predecessor held it). Its
+// successor would find no server there and start without the set, so the
+// restart waits, up to ReadyTimeout, for the socket to answer.
+func (st *state) restartWhenHandoffAnswers(waiters []chan restartResult) {
+	path := st.s.cfg.Handoff
+	err := probeHandoff(path)
+	if err == nil {
+		if st.handoffWait != nil {
+			st.handoffWait.Stop()
+			st.handoffWait = nil
+		}
+		waiters = append(st.pending, waiters...)
+		st.pending = nil
+		st.beginRestart(waiters)
+		return
+	}
+	st.pending = append(waiters, st.pending...)
+	if st.handoffWait != nil {
+		return
+	}
+	if st.handoffGiveUp.IsZero() {
+		st.handoffGiveUp = time.Now().Add(st.s.cfg.ReadyTimeout)
+		st.s.log.Info("restart waits for the serving generation's hand-off socket", "gen", st.serving.N, "path", path, "err", err)
+	}
+	if time.Now().After(st.handoffGiveUp) {
+		st.handoffGiveUp = time.Time{}
+		pending := st.pending
+		st.pending = nil
+		err := fmt.Errorf("%w: generation %d's hand-off socket %s did not answer within %v: %w; it serves on",
+			ErrRestartFailed, st.serving.N, path, st.s.cfg.ReadyTimeout, err)
+		st.failedRestarts++
+		st.s.log.Error("restart failed", "err", err)
+		st.emit(Event{Kind: EventRestartFailed, Gen: st.unstarted(), Err: err})
+		for _, w := range pending {
+			w <- restartResult{err: err}
+		}
+		return
+	}
+	st.handoffWait = time.AfterFunc(handoffProbeEvery, func() {
+		st.s.post(func() {
+			st.handoffWait = nil
+			st.runPending()
+		})
+	})
+}
+
 func (st *state) beginRestart(waiters []chan restartResult) {
+	st.handoffGiveUp = time.Time{}
 	st.emit(Event{Kind: EventRestartRequested, Gen: st.serving.Generation})
 	st.upstream(graceful.NotifyReloading(), graceful.NotifyStatus(fmt.Sprintf("restarting: generation %d serves", st.serving.N)))
 	g, err := st.spawn()
@@ -165,7 +251,7 @@ func (st *state) beginRestart(waiters []chan restartResult) {
 
 // runPending starts the restart that requests queued meanwhile share.
 func (st *state) runPending() {
-	if len(st.pending) == 0 || st.stopping {
+	if len(st.pending) == 0 || st.stopping || st.starting != nil || st.handoffWait != nil {
 		return
 	}
 	waiters := st.pending
@@ -176,7 +262,7 @@ func (st *state) runPending() {
 		}
 		return
 	}
-	st.beginRestart(waiters)
+	st.restartWhenHandoffAnswers(waiters)
 }
 
 // ready handles READY=1 from g.
@@ -427,6 +513,10 @@ func (st *state) stop(sig syscall.Signal) {
 			st.backoff = nil
 		}
 		st.closeHandoff()
+		if st.handoffWait != nil {
+			st.handoffWait.Stop()
+			st.handoffWait = nil
+		}
 		for _, w := range st.pending {
 			w <- restartResult{err: fmt.Errorf("%w: restart not started", ErrStopping)}
 		}

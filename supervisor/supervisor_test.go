@@ -149,6 +149,71 @@ var _ = Describe("a supervisor", func() {
 		Expect(g.N).To(Equal(4))
 	})
 
+	Describe("a restart asked for before the serving generation's hand-off socket answers", func() {
+		// Generation 2 says READY=1 at once but places its hand-off socket
+		// only when the spec opens the FIFO, as a service may that binds it
+		// once its predecessor let go of the path.
+		var (
+			r       *running
+			handoff string
+			fifo    string
+			g1      supervisor.Generation
+		)
+		setup := func(cfg supervisor.Config) {
+			dir := GinkgoT().TempDir()
+			handoff, fifo = filepath.Join(dir, "handoff.sock"), filepath.Join(dir, "fifo")
+			Expect(unix.Mkfifo(fifo, 0o600)).To(Succeed())
+			cfg.Handoff = handoff
+			r = start(cfg, "-handoff", handoff)
+			g1 = r.serving(1)
+			Eventually(dialUnix).WithArguments(handoff).Should(Succeed())
+			r.mode("handoff-after " + fifo)
+			g2, err := restart(r)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(g2.N).To(Equal(2))
+			r.mode("")
+		}
+		// release lets generation 2 place its hand-off socket.
+		release := func() {
+			f, err := os.OpenFile(fifo, os.O_RDWR, 0) // never blocks
+			Expect(err).NotTo(HaveOccurred())
+			Expect(f.Close()).To(Succeed())
+		}
+
+		It("waits for the socket, and the successor takes the same listener", func() {
+			setup(supervisor.Config{})
+			done := make(chan supervisor.Generation, 1)
+			go func() {
+				defer GinkgoRecover()
+				g, err := restart(r)
+				Expect(err).NotTo(HaveOccurred())
+				done <- g
+			}()
+			Eventually(r.logs.with).WithArguments("restart waits for the serving generation's hand-off socket").ShouldNot(BeEmpty())
+			Expect(r.status().Starting).To(BeNil(), "a generation started while no hand-off socket answered")
+			Expect(done).NotTo(Receive())
+
+			release()
+			var g3 supervisor.Generation
+			Eventually(done).Should(Receive(&g3))
+			Expect(g3.N).To(Equal(3))
+			Expect(addr(g3)).To(Equal(addr(g1)), "generation 3 does not serve the listener handed on")
+			Expect(r.status().Restarts).To(Equal(2))
+		})
+
+		It("fails after ReadyTimeout when the socket never answers, and the serving generation goes on", func() {
+			setup(supervisor.Config{ReadyTimeout: time.Second})
+			_, err := restart(r)
+			Expect(err).To(MatchError(supervisor.ErrRestartFailed))
+			Expect(err.Error()).To(ContainSubstring("generation 2's hand-off socket " + handoff + " did not answer within 1s"))
+			st := r.status()
+			Expect(st.Serving.N).To(Equal(2))
+			Expect(st.Starting).To(BeNil())
+			Expect(st.Failed).To(Equal(1))
+			release()
+		})
+	})
+
 	DescribeTable("recovers from the death of the serving generation with its stored listener: no connection refused, and the events say so in order",
 		func(handoff bool, kill func(r *running, g supervisor.Generation), exit supervisor.Exit) {
 			var cfg supervisor.Config

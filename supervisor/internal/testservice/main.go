@@ -17,6 +17,8 @@
 //	unstore            store the listener (-fdstore), then remove it
 //	nobody-ready       have a child running as uid 65534 say READY=1 (it
 //	                   must not count), then never say it itself
+//	handoff-after FIFO say READY=1 at once, but place the hand-off socket
+//	                   only once a writer has opened the FIFO
 //
 // SIGUSR1 makes it panic; SIGTERM and SIGINT make it stop serving and exit with
 // -exit-code.
@@ -107,7 +109,17 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 	var hs *graceful.Server
 	if handoff != "" && !child {
 		hs = &graceful.Server{Handler: graceful.ListenerHandler(ln, graceful.Meta{"name": "tcp"})}
-		go hs.ListenAndServe(handoff) // once the previous generation lets go of the path
+		go func() {
+			if mode == "handoff-after" {
+				f, err := os.Open(arg) // a FIFO: waits for a writer
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "testservice:", err)
+					os.Exit(1)
+				}
+				f.Close()
+			}
+			hs.ListenAndServe(handoff) // once the previous generation lets go of the path
+		}()
 	}
 	if fdstore {
 		if _, err := graceful.SdStore("tcp", ln.(*net.TCPListener)); err != nil {
