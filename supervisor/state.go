@@ -4,6 +4,7 @@ package supervisor
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"syscall"
@@ -49,10 +50,13 @@ type state struct {
 	// handoffWait, while set, probes the serving generation's hand-off
 	// socket until it answers, for the restarts pending; they fail at
 	// handoffGiveUp.
-	handoffWait   interface{ Stop() bool }
-	handoffGiveUp time.Time
-	store         store
-	handoff       *handoffServer
+	handoffWait    interface{ Stop() bool }
+	handoffGiveUp  time.Time
+	store          store
+	handoff        *handoffServer
+	standby        *net.UnixListener // see standby.go
+	noStandby      bool              // a rename cannot place one
+	standbyBinding bool              // one is on its way
 
 	crashes  int // consecutive failures, for the backoff
 	backoff  interface{ Stop() bool }
@@ -150,29 +154,67 @@ func (st *state) requestRestart(res chan restartResult) {
 	}
 }
 
-// probeHandoff connects to the hand-off socket at path without waiting,
-// and hangs up: nil when a server is there (or its backlog is full, or the
-// answer says nothing either way), the kernel's answer when nobody is. An
-// empty path has nothing to probe.
-func probeHandoff(path string) error {
+// handoffServed reports, with nil, whether the serving generation (as far
+// as one can tell) answers at the hand-off socket: nobody there, or a
+// retiring generation that has not let go of the path yet, is an error.
+// An empty path has nothing to wait for.
+func (st *state) handoffServed() error {
+	path := st.s.cfg.Handoff
 	if path == "" {
 		return nil
 	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return nil
-	}
-	defer unix.Close(fd)
-	for {
-		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
-		if err != unix.EINTR {
-			break
-		}
-	}
+	pid, err := answeringPID(path)
 	if err == unix.ECONNREFUSED || err == unix.ENOENT {
 		return os.NewSyscallError("connect", err)
 	}
+	if err != nil || pid <= 0 {
+		return nil // a full backlog, or a peer we cannot name: not ours to judge
+	}
+	for _, g := range st.gens {
+		if g != st.serving && (pid == g.PID || pid == g.MainPID) {
+			return fmt.Errorf("generation %d (%s) still answers there", g.N, g.State)
+		}
+	}
 	return nil
+}
+
+// answeringPID connects to the unix socket at path without waiting, and
+// returns the pid of the process that listens there (SO_PEERCRED), or the
+// kernel's answer when it cannot.
+func answeringPID(path string) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	if err := connectFd(fd, path); err != nil {
+		return 0, err
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return 0, err
+	}
+	return int(cred.Pid), nil
+}
+
+// connectTo connects a new socket to the unix socket at path without
+// waiting, hangs up, and returns the kernel's answer.
+func connectTo(path string) error {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return connectFd(fd, path)
+}
+
+func connectFd(fd int, path string) error {
+	for {
+		err := unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // handoffProbeEvery is how often a restart waiting for the serving
@@ -186,7 +228,7 @@ const handoffProbeEvery = 5 * time.Millisecond
 // restart waits, up to ReadyTimeout, for the socket to answer.
 func (st *state) restartWhenHandoffAnswers(waiters []chan restartResult) {
 	path := st.s.cfg.Handoff
-	err := probeHandoff(path)
+	err := st.handoffServed()
 	if err == nil {
 		if st.handoffWait != nil {
 			st.handoffWait.Stop()
@@ -298,6 +340,7 @@ func (st *state) ready(g *gen) {
 	st.upReady = true
 	st.upstream(graceful.NotifyReady, graceful.NotifyStatus(st.statusLine()))
 	st.runPending()
+	st.prepareStandby()
 }
 
 // retire signals g, which handed over, to stop.
@@ -513,6 +556,7 @@ func (st *state) stop(sig syscall.Signal) {
 			st.backoff = nil
 		}
 		st.closeHandoff()
+		st.closeStandby()
 		if st.handoffWait != nil {
 			st.handoffWait.Stop()
 			st.handoffWait = nil
@@ -559,7 +603,7 @@ func (st *state) forward(sig syscall.Signal) bool {
 func (st *state) status() Status {
 	out := Status{
 		Stored: st.store.names(), Restarts: st.restarts, Failed: st.failedRestarts,
-		Crashes: st.crashCount, Orphans: st.orphans, Stopping: st.stopping,
+		Crashes: st.crashCount, Orphans: st.orphans, Stopping: st.stopping, Standby: st.standby != nil,
 	}
 	if g := st.serving; g != nil {
 		c := g.Generation

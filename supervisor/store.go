@@ -135,12 +135,20 @@ func (st *state) openHandoff() {
 		}
 		set = append(set, entry{dup, kind, graceful.Meta{"name": f.name}})
 	}
-	ln, err := graceful.Listen(st.s.cfg.Handoff)
-	if err != nil {
-		log.Error("cannot serve the store at the hand-off socket", "path", st.s.cfg.Handoff, "err", err)
-		closeFds(h.fds)
-		return
+	var ln net.Listener
+	standby := st.takeStandby()
+	if standby != nil {
+		ln = standby
+	} else {
+		var err error
+		ln, err = graceful.Listen(st.s.cfg.Handoff)
+		if err != nil {
+			log.Error("cannot serve the store at the hand-off socket", "path", st.s.cfg.Handoff, "err", err)
+			closeFds(h.fds)
+			return
+		}
 	}
+	log.Info("serving the store at the hand-off socket", "path", st.s.cfg.Handoff, "standby", standby != nil)
 	h.srv = &graceful.Server{
 		Handler: graceful.HandlerFunc(func(_ net.Conn, w graceful.ResponseWriter) {
 			ln.Close() // one receiver: the path is the next generation's

@@ -154,6 +154,10 @@ type Status struct {
 	Retiring []Generation `json:"retiring,omitempty"`
 	// Stored names the descriptors in the store, in order.
 	Stored []string `json:"stored"`
+	// Standby is true while the supervisor's own hand-off socket is bound
+	// in advance (Config.Handoff), so that after a crash it is placed at
+	// the path by a rename rather than bound then.
+	Standby bool `json:"standby"`
 	// Restarts counts restarts that took over, Failed those that did not,
 	// Crashes the serving generations that died on their own, Orphans the
 	// other processes reaped.
@@ -425,6 +429,7 @@ func (s *Supervisor) cleanup() {
 	close(s.quit)
 	s.st.store.closeAll()
 	s.st.closeHandoff()
+	s.st.closeStandby()
 	s.outputs.wait(2 * time.Second)
 	s.closeSockets()
 	s.events.close() // after quit: a callback's calls return at once

@@ -158,13 +158,16 @@ var _ = Describe("a supervisor", func() {
 			handoff string
 			fifo    string
 			g1      supervisor.Generation
+			// setupWith is setup with generation 1 in firstMode.
+			setupWith func(cfg supervisor.Config, firstMode string)
 		)
-		setup := func(cfg supervisor.Config) {
+		setup := func(cfg supervisor.Config) { setupWith(cfg, "") }
+		setupWith = func(cfg supervisor.Config, firstMode string) {
 			dir := GinkgoT().TempDir()
 			handoff, fifo = filepath.Join(dir, "handoff.sock"), filepath.Join(dir, "fifo")
 			Expect(unix.Mkfifo(fifo, 0o600)).To(Succeed())
 			cfg.Handoff = handoff
-			r = start(cfg, "-handoff", handoff)
+			r = startMode(firstMode, cfg, "-handoff", handoff)
 			g1 = r.serving(1)
 			Eventually(dialUnix).WithArguments(handoff).Should(Succeed())
 			r.mode("handoff-after " + fifo)
@@ -174,11 +177,7 @@ var _ = Describe("a supervisor", func() {
 			r.mode("")
 		}
 		// release lets generation 2 place its hand-off socket.
-		release := func() {
-			f, err := os.OpenFile(fifo, os.O_RDWR, 0) // never blocks
-			Expect(err).NotTo(HaveOccurred())
-			Expect(f.Close()).To(Succeed())
-		}
+		release := func() { openFIFO(fifo) }
 
 		It("waits for the socket, and the successor takes the same listener", func() {
 			setup(supervisor.Config{})
@@ -199,6 +198,33 @@ var _ = Describe("a supervisor", func() {
 			Expect(g3.N).To(Equal(3))
 			Expect(addr(g3)).To(Equal(addr(g1)), "generation 3 does not serve the listener handed on")
 			Expect(r.status().Restarts).To(Equal(2))
+		})
+
+		It("waits while the retiring generation still answers there, not only for an answer", func() {
+			hold := filepath.Join(GinkgoT().TempDir(), "hold")
+			Expect(unix.Mkfifo(hold, 0o600)).To(Succeed())
+			setupWith(supervisor.Config{}, "hold-handoff "+hold)
+			Eventually(r.out).Should(gbytes.Say(`\[gen 1\] holding the hand-off socket`))
+			Expect(dialUnix(handoff)).To(Succeed(), "generation 1 lets go of the path")
+			done := make(chan supervisor.Generation, 1)
+			go func() {
+				defer GinkgoRecover()
+				g, err := restart(r)
+				Expect(err).NotTo(HaveOccurred())
+				done <- g
+			}()
+			Eventually(r.logs.with).WithArguments("restart waits for the serving generation's hand-off socket").Should(ContainElement(
+				HaveKeyWithValue("err", MatchError(ContainSubstring("generation 1 (retiring) still answers there")))))
+			Expect(r.status().Starting).To(BeNil(), "a generation started to meet the retiring one")
+
+			By("letting generation 1 go, then generation 2 place its socket")
+			openFIFO(hold)
+			Eventually(r.out).Should(gbytes.Say(`\[gen 1\] stopped`))
+			Expect(done).NotTo(Receive())
+			release()
+			var g3 supervisor.Generation
+			Eventually(done).Should(Receive(&g3))
+			Expect(addr(g3)).To(Equal(addr(g1)))
 		})
 
 		It("fails after ReadyTimeout when the socket never answers, and the serving generation goes on", func() {
@@ -225,6 +251,9 @@ var _ = Describe("a supervisor", func() {
 			r := start(cfg, args...)
 			g1 := r.serving(1)
 			Eventually(func() []string { return r.status().Stored }).Should(Equal([]string{"tcp"}))
+			if handoff {
+				Eventually(func() bool { return r.status().Standby }).Should(BeTrue(), "no standby hand-off socket")
+			}
 
 			stop := make(chan struct{})
 			l := svctest.Dial("tcp", addr(g1), stop, 100000)
@@ -237,6 +266,11 @@ var _ = Describe("a supervisor", func() {
 			l.Wait()
 			Expect(l.Refused).To(BeZero(), "connections refused")
 			Expect(r.status().Crashes).To(Equal(1))
+			if handoff {
+				By("serving the store on the standby socket, placed at the path, and binding the next standby")
+				Expect(r.logs.with("serving the store at the hand-off socket")).To(ConsistOf(HaveKeyWithValue("standby", true)))
+				Eventually(func() bool { return r.status().Standby }).Should(BeTrue())
+			}
 
 			By("reporting the death with its exit status, the wait, and the successor")
 			// Generation 2 stores the same listener again: the store does
@@ -386,6 +420,15 @@ func dialUnix(path string) error {
 		c.Close()
 	}
 	return err
+}
+
+// openFIFO opens the FIFO at path for a moment, which lets a reader that
+// waits for a writer go on.
+func openFIFO(path string) {
+	GinkgoHelper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0) // never blocks
+	Expect(err).NotTo(HaveOccurred())
+	Expect(f.Close()).To(Succeed())
 }
 
 // sendNotify sends state with fd attached to the notify socket at path.

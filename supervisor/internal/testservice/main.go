@@ -19,6 +19,8 @@
 //	                   must not count), then never say it itself
 //	handoff-after FIFO say READY=1 at once, but place the hand-off socket
 //	                   only once a writer has opened the FIFO
+//	hold-handoff FIFO  told to stop, keep serving the hand-off socket until
+//	                   a writer has opened the FIFO
 //
 // SIGUSR1 makes it panic; SIGTERM and SIGINT make it stop serving and exit with
 // -exit-code.
@@ -111,12 +113,7 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 		hs = &graceful.Server{Handler: graceful.ListenerHandler(ln, graceful.Meta{"name": "tcp"})}
 		go func() {
 			if mode == "handoff-after" {
-				f, err := os.Open(arg) // a FIFO: waits for a writer
-				if err != nil {
-					fmt.Fprintln(os.Stderr, "testservice:", err)
-					os.Exit(1)
-				}
-				f.Close()
+				waitForWriter(arg)
 			}
 			hs.ListenAndServe(handoff) // once the previous generation lets go of the path
 		}()
@@ -170,6 +167,10 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 		break
 	}
 	graceful.SdNotify(graceful.NotifyStopping)
+	if mode == "hold-handoff" {
+		fmt.Println("holding the hand-off socket")
+		waitForWriter(arg)
+	}
 	if hs != nil {
 		hs.Close()
 	}
@@ -182,6 +183,16 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 
 // takeOver gets the listener: from the previous generation, from socket
 // activation, or anew.
+// waitForWriter opens the FIFO at path, which waits for a writer.
+func waitForWriter(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testservice:", err)
+		os.Exit(1)
+	}
+	f.Close()
+}
+
 func takeOver(addr, handoff string) (net.Listener, error) {
 	var ln net.Listener
 	take := func(fd int, meta io.Reader) error {
