@@ -299,6 +299,7 @@ func (st *state) runPending() {
 	waiters := st.pending
 	st.pending = nil
 	if st.serving == nil {
+		st.handoffGiveUp = time.Time{}
 		for _, w := range waiters {
 			w <- restartResult{err: fmt.Errorf("%w: the restart it was queued behind left none", ErrNotServing)}
 		}
@@ -561,6 +562,7 @@ func (st *state) stop(sig syscall.Signal) {
 			st.handoffWait.Stop()
 			st.handoffWait = nil
 		}
+		st.handoffGiveUp = time.Time{}
 		for _, w := range st.pending {
 			w <- restartResult{err: fmt.Errorf("%w: restart not started", ErrStopping)}
 		}
