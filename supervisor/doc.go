@@ -72,7 +72,12 @@
 //     serves, the supervisor serves the store at the service's own
 //     hand-off socket, each descriptor with Meta{"name": FDNAME}, so that
 //     the next generation's ordinary graceful.Receive finds them there as
-//     it would find its predecessor's. No variable is set then.
+//     it would find its predecessor's. No variable is set then. The
+//     supervisor binds that socket in advance, in its own directory, while
+//     a generation serves (Status.Standby), and after a crash renames it
+//     into place over the dead generation's stale socket: binding a
+//     socket file can take longer than the rest of the work before the
+//     successor starts.
 //
 // LISTEN_PID must be the pid of the program that reads it, which is known
 // only after fork: the supervisor starts such a generation through a shim,

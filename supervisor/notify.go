@@ -217,6 +217,7 @@ func (st *state) notified(m note) {
 		log.Info("descriptors stored", "gen", g.N, "name", fdname, "new", len(added), "sent", len(m.fds))
 		if len(added) > 0 {
 			st.emit(Event{Kind: EventStored, Gen: g.Generation, Stored: st.store.names()})
+			st.prepareStandby()
 		}
 		if st.s.cfg.Upstream && len(added) > 0 {
 			if _, err := graceful.SdNotifyWithFds(added, "FDSTORE=1", "FDNAME="+fdname); err != nil {

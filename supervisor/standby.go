@@ -23,14 +23,15 @@ import (
 // standbyName is the standby's file in the supervisor's directory.
 const standbyName = "handoff-standby.sock"
 
-// prepareStandby starts making the standby, when there is a hand-off path
-// that a rename can reach and none is ready or on its way. The bind runs
+// prepareStandby starts making the standby, when the store holds
+// descriptors to serve after a crash, there is a hand-off path that a
+// rename can reach, and none is ready or on its way. The bind runs
 // on a goroutine of its own: a slow file system must not hold up Run's.
 // Failing costs nothing but time: the recovery binds the socket in place.
 func (st *state) prepareStandby() {
 	s := st.s
 	path := s.cfg.Handoff
-	if st.standby != nil || st.standbyBinding || st.noStandby || path == "" || strings.HasPrefix(path, "@") {
+	if len(st.store.fds) == 0 || st.standby != nil || st.standbyBinding || st.noStandby || path == "" || strings.HasPrefix(path, "@") {
 		return
 	}
 	st.standbyBinding = true

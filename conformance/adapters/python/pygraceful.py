@@ -971,7 +971,10 @@ def _vacate(path: str) -> None:
         probe.settimeout(1.0)
         probe.connect(path)
     except ConnectionRefusedError:
-        os.unlink(path)  # stale: nobody listens
+        try:
+            os.unlink(path)  # stale: nobody listens
+        except FileNotFoundError:
+            pass  # its owner removed it as it closed: just as good
         return
     except OSError as e:
         raise OSError(errno.EADDRINUSE, f"{path}: {e}", path) from None

@@ -119,6 +119,32 @@ func Start(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// AwaitStandby waits, at most d, until the supervisor has bound its
+// standby hand-off socket (supervisor.Status.Standby), which it does
+// once a generation stored descriptors, so that descriptor counts taken
+// before and after a run compare like with like. It reports whether it
+// did; without a hand-off path or anything stored there is none to wait
+// for.
+func (s *Service) AwaitStandby(d time.Duration) bool {
+	if s.cfg.Handoff == "" || !s.cfg.CrashSafety {
+		return false
+	}
+	deadline := time.Now().Add(d)
+	for {
+		st, ok := s.sup.Status()
+		if !ok || len(st.Stored) == 0 {
+			return false
+		}
+		if st.Standby {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond) // the supervisor reports no event for it
+	}
+}
+
 // Serving returns the generation that serves now.
 func (s *Service) Serving() (Gen, bool) {
 	s.mu.Lock()

@@ -149,6 +149,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 	if g, ok := r.svc.Serving(); ok {
 		r.readyFds(g)
 	}
+	r.svc.AwaitStandby(2 * time.Second) // it is there at the end too
 	fdsStart, err := harness.CountFDs(os.Getpid())
 	if err != nil {
 		r.svc.Stop()
