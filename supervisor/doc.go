@@ -57,8 +57,10 @@
 // # Crash safety
 //
 // The supervisor keeps duplicates of the descriptors a generation stores
-// with FDSTORE=1 (close-on-exec, at most FdStoreMax, the same open socket
-// stored twice kept once). When the serving generation dies on its own (a
+// with FDSTORE=1, or sends over the graceful protocol to the store socket
+// named by StoreEnv (each with Meta{"name": FDNAME}), from a process of a
+// running generation only (close-on-exec, at most FdStoreMax, the same
+// open socket stored twice kept once). When the serving generation dies on its own (a
 // crash, SIGKILL, a panic), the supervisor starts the next one at once and
 // hands it the store, so that a listening socket, whose accept queue the
 // kernel keeps as long as one process holds it, never refuses a connection:

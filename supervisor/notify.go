@@ -158,6 +158,23 @@ func (st *state) owner(pid, uid int) *gen {
 	return nil
 }
 
+// storeFds keeps fds, which generation g stored under name (FDSTORE=1, or
+// a session at the store socket): the store closes any it does not keep.
+func (st *state) storeFds(g *gen, name string, fds []int) {
+	log := st.s.log
+	added := st.store.add(name, fds, st.s.cfg.FdStoreMax, log)
+	log.Info("descriptors stored", "gen", g.N, "name", name, "new", len(added), "sent", len(fds))
+	if len(added) > 0 {
+		st.emit(Event{Kind: EventStored, Gen: g.Generation, Stored: st.store.names()})
+		st.prepareStandby()
+	}
+	if st.s.cfg.Upstream && len(added) > 0 {
+		if _, err := graceful.SdNotifyWithFds(added, "FDSTORE=1", "FDNAME="+name); err != nil {
+			log.Warn("cannot pass stored descriptors on to the service manager", "err", err)
+		}
+	}
+}
+
 // notified handles one datagram.
 func (st *state) notified(m note) {
 	log := st.s.log
@@ -213,17 +230,7 @@ func (st *state) notified(m note) {
 	}
 	switch {
 	case fdstore && len(m.fds) > 0:
-		added := st.store.add(fdname, m.fds, st.s.cfg.FdStoreMax, log)
-		log.Info("descriptors stored", "gen", g.N, "name", fdname, "new", len(added), "sent", len(m.fds))
-		if len(added) > 0 {
-			st.emit(Event{Kind: EventStored, Gen: g.Generation, Stored: st.store.names()})
-			st.prepareStandby()
-		}
-		if st.s.cfg.Upstream && len(added) > 0 {
-			if _, err := graceful.SdNotifyWithFds(added, "FDSTORE=1", "FDNAME="+fdname); err != nil {
-				log.Warn("cannot pass stored descriptors on to the service manager", "err", err)
-			}
-		}
+		st.storeFds(g, fdname, m.fds)
 	case barrier:
 		closeFds(m.fds)
 	case len(m.fds) > 0:

@@ -55,7 +55,11 @@ func startProcess(s *Supervisor, n int, fds []int, names []string) (*process, er
 	for _, fd := range fds {
 		files = append(files, uintptr(fd))
 	}
-	env := generationEnv(s.cfg.Env, s.notify.path)
+	store := ""
+	if s.store != nil {
+		store = s.store.path
+	}
+	env := generationEnv(s.cfg.Env, s.notify.path, store)
 	path, argv := s.cfg.Path, append([]string{s.cfg.Path}, s.cfg.Args...)
 	if len(fds) > 0 {
 		env = append(env, "LISTEN_FDS="+strconv.Itoa(len(fds)), "LISTEN_FDNAMES="+strings.Join(names, ":"), shimEnv+"=1")
@@ -83,21 +87,26 @@ func startProcess(s *Supervisor, n int, fds []int, names []string) (*process, er
 }
 
 // generationEnv is base (nil: this process's environment) without the
-// variables the supervisor sets, with NOTIFY_SOCKET.
-func generationEnv(base []string, notify string) []string {
+// variables the supervisor sets, with NOTIFY_SOCKET and, when the store
+// socket is there, StoreEnv.
+func generationEnv(base []string, notify, store string) []string {
 	if base == nil {
 		base = os.Environ()
 	}
-	env := make([]string, 0, len(base)+4)
+	env := make([]string, 0, len(base)+5)
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", shimEnv:
+		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", shimEnv, StoreEnv:
 			continue
 		}
 		env = append(env, kv)
 	}
-	return append(env, "NOTIFY_SOCKET="+notify)
+	env = append(env, "NOTIFY_SOCKET="+notify)
+	if store != "" {
+		env = append(env, StoreEnv+"="+store)
+	}
+	return env
 }
 
 // signal sends sig to the process, unless it has been reaped.

@@ -208,6 +208,7 @@ type Supervisor struct {
 	tempDir bool
 	notify  *notifySocket
 	control *controlServer
+	store   *storeServer // nil when the store is off
 
 	ops   chan func()   // requests, run by Run's goroutine
 	exits chan procExit // from the reaper and the watchers
@@ -296,6 +297,11 @@ func New(cfg Config) (*Supervisor, error) {
 	if s.notify, err = listenNotify(filepath.Join(s.dir, "notify.sock")); err != nil {
 		return fail(err)
 	}
+	if cfg.FdStoreMax > 0 {
+		if s.store, err = listenStore(filepath.Join(s.dir, "store.sock")); err != nil {
+			return fail(err)
+		}
+	}
 	s.st.init(s)
 	for _, f := range cfg.Store {
 		fd, err := dupCloexec(f)
@@ -308,7 +314,8 @@ func New(cfg Config) (*Supervisor, error) {
 	return s, nil
 }
 
-// Dir is the runtime directory, where control.sock and notify.sock are.
+// Dir is the runtime directory, where control.sock, notify.sock and
+// store.sock are.
 func (s *Supervisor) Dir() string { return s.dir }
 
 // Run starts the first generation and supervises the service until ctx
@@ -335,6 +342,9 @@ func (s *Supervisor) Run(ctx context.Context) (Exit, error) {
 	defer stopReaper()
 	go s.notify.serve(s.notes, s.quit)
 	go s.control.serve(s)
+	if s.store != nil {
+		s.store.start(s)
+	}
 
 	if err := s.st.startFirst(); err != nil {
 		return Exit{}, err
@@ -438,6 +448,9 @@ func (s *Supervisor) cleanup() {
 func (s *Supervisor) closeSockets() {
 	if s.control != nil {
 		s.control.close()
+	}
+	if s.store != nil {
+		s.store.close()
 	}
 	if s.notify != nil {
 		s.notify.close()

@@ -241,9 +241,9 @@ var _ = Describe("a supervisor", func() {
 	})
 
 	DescribeTable("recovers from the death of the serving generation with its stored listener: no connection refused, and the events say so in order",
-		func(handoff bool, kill func(r *running, g supervisor.Generation), exit supervisor.Exit) {
+		func(store string, handoff bool, kill func(r *running, g supervisor.Generation), exit supervisor.Exit) {
 			var cfg supervisor.Config
-			args := []string{"-fdstore"}
+			args := []string{store}
 			if handoff {
 				cfg.Handoff = filepath.Join(GinkgoT().TempDir(), "handoff.sock")
 				args = append(args, "-handoff", cfg.Handoff)
@@ -284,10 +284,12 @@ var _ = Describe("a supervisor", func() {
 			Expect(died.Exit).To(Equal(exit))
 			Expect(r.events.one(supervisor.EventStarted, 2).Gen.PID).To(Equal(g2.PID))
 		},
-		Entry("SIGKILL, stored descriptors by socket activation", false, sigkill, supervisor.Exit{Gen: 1, Code: -1, Signal: syscall.SIGKILL}),
-		Entry("a panic, stored descriptors by socket activation", false, panicking, supervisor.Exit{Gen: 1, Code: 2}),
-		Entry("SIGKILL, stored descriptors by the graceful protocol", true, sigkill, supervisor.Exit{Gen: 1, Code: -1, Signal: syscall.SIGKILL}),
-		Entry("a panic, stored descriptors by the graceful protocol", true, panicking, supervisor.Exit{Gen: 1, Code: 2}),
+		Entry("SIGKILL, stored with FDSTORE=1, handed back by socket activation", "-fdstore", false, sigkill, supervisor.Exit{Gen: 1, Code: -1, Signal: syscall.SIGKILL}),
+		Entry("a panic, stored with FDSTORE=1, handed back by socket activation", "-fdstore", false, panicking, supervisor.Exit{Gen: 1, Code: 2}),
+		Entry("SIGKILL, stored with FDSTORE=1, handed back by the graceful protocol", "-fdstore", true, sigkill, supervisor.Exit{Gen: 1, Code: -1, Signal: syscall.SIGKILL}),
+		Entry("a panic, stored with FDSTORE=1, handed back by the graceful protocol", "-fdstore", true, panicking, supervisor.Exit{Gen: 1, Code: 2}),
+		Entry("SIGKILL, stored over the graceful protocol, handed back by socket activation", "-store-graceful", false, sigkill, supervisor.Exit{Gen: 1, Code: -1, Signal: syscall.SIGKILL}),
+		Entry("SIGKILL, stored over the graceful protocol, handed back by the graceful protocol", "-store-graceful", true, sigkill, supervisor.Exit{Gen: 1, Code: -1, Signal: syscall.SIGKILL}),
 	)
 
 	It("backs off a crash loop, doubling the wait up to MaxBackoff", func() {
@@ -301,14 +303,22 @@ var _ = Describe("a supervisor", func() {
 	})
 
 	Describe("the descriptor store", func() {
-		It("keeps close-on-exec duplicates of what a generation stores, once per socket, until FDSTOREREMOVE", func() {
-			r := start(supervisor.Config{}, "-fdstore")
+		// storedBy starts a supervisor whose first generation stores its
+		// listener as flag says, and returns it with that listener, once
+		// the supervisor holds a close-on-exec duplicate of it.
+		storedBy := func(flag string) (*running, harness.FD) {
+			GinkgoHelper()
+			r := start(supervisor.Config{}, flag)
 			g1 := r.serving(1)
 			Eventually(func() []string { return r.status().Stored }).Should(Equal([]string{"tcp"}))
 			theirs := listenerOf(g1.PID)
 			ours := findFd(os.Getpid(), theirs.ID)
 			Expect(ours).NotTo(BeNil(), "the supervisor holds no duplicate of %v", theirs)
 			Expect(ours.CloseOnExec()).To(BeTrue(), "%v", ours)
+			return r, theirs
+		}
+		It("keeps close-on-exec duplicates of what a generation stores, once per socket, until FDSTOREREMOVE", func() {
+			r, theirs := storedBy("-fdstore")
 
 			By("restarting: the next generation gets it and stores it again, which keeps one copy")
 			g2, err := restart(r)
@@ -322,6 +332,22 @@ var _ = Describe("a supervisor", func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(r.status().Stored).To(BeEmpty())
 			Expect(findFd(os.Getpid(), theirs.ID)).To(BeNil())
+		})
+
+		It("takes descriptors over the graceful protocol at $GRACEFUL_STORE from a generation's processes only", func() {
+			r, _ := storedBy("-store-graceful")
+
+			By("refusing a process of no generation (this one), which keeps what it offered")
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			Expect(err).NotTo(HaveOccurred())
+			defer ln.Close()
+			c, err := graceful.Dial(filepath.Join(r.Dir(), "store.sock"))
+			Expect(err).NotTo(HaveOccurred())
+			defer c.Close()
+			err = graceful.SendListenerTo(c, ln, graceful.Meta{"name": "intruder"})
+			Expect(err).To(MatchError(ContainSubstring("not a process of a running generation")))
+			Expect(r.status().Stored).To(Equal([]string{"tcp"}))
+			Expect(r.logs.with("store socket: session failed")).NotTo(BeEmpty())
 		})
 
 		It("hands stored descriptors to the generation only: its children see neither LISTEN_* nor the descriptors", func() {

@@ -47,6 +47,7 @@ func main() {
 	addr := flag.String("tcp", "127.0.0.1:0", "address to listen on when no listener is inherited")
 	handoff := flag.String("handoff", "", "graceful hand-off socket")
 	fdstore := flag.Bool("fdstore", false, "store the listener with the supervisor (FDSTORE=1, FDNAME=tcp)")
+	storeGraceful := flag.Bool("store-graceful", false, "store the listener with the supervisor over the graceful protocol, at $GRACEFUL_STORE")
 	modeFile := flag.String("mode-file", "", "file naming what this generation does")
 	exitCode := flag.Int("exit-code", 0, "exit code after SIGTERM")
 	dump := flag.String("dump", "", "write environment and descriptors to this file and exit")
@@ -67,13 +68,13 @@ func main() {
 		io.Copy(io.Discard, os.Stdin)
 		return
 	}
-	if err := run(*addr, *handoff, *fdstore, *modeFile, *exitCode, *child); err != nil {
+	if err := run(*addr, *handoff, *fdstore, *storeGraceful, *modeFile, *exitCode, *child); err != nil {
 		fmt.Fprintln(os.Stderr, "testservice:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, child bool) error {
+func run(addr, handoff string, fdstore, storeGraceful bool, modeFile string, exitCode int, child bool) error {
 	// Signals before READY=1: a stop that comes right after it is not lost.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
@@ -120,6 +121,11 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 	}
 	if fdstore {
 		if _, err := graceful.SdStore("tcp", ln.(*net.TCPListener)); err != nil {
+			return err
+		}
+	}
+	if storeGraceful {
+		if err := storeOverGraceful(ln); err != nil {
 			return err
 		}
 	}
@@ -183,6 +189,16 @@ func run(addr, handoff string, fdstore bool, modeFile string, exitCode int, chil
 
 // takeOver gets the listener: from the previous generation, from socket
 // activation, or anew.
+// storeOverGraceful sends ln to the supervisor's store socket, named tcp.
+func storeOverGraceful(ln net.Listener) error {
+	c, err := graceful.Dial(os.Getenv("GRACEFUL_STORE"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return graceful.SendListenerTo(c, ln, graceful.Meta{"name": "tcp"})
+}
+
 // waitForWriter opens the FIFO at path, which waits for a writer.
 func waitForWriter(path string) {
 	f, err := os.Open(path)
