@@ -30,18 +30,7 @@ var _ = Describe("a set larger than one message", func() {
 		fds := pipeFds(600)
 		addr, done := serve(&graceful.Server{Handler: fdHandler(fds), ReadyTimeout: -1})
 		p := dialRaw(addr)
-		p.send(hello())
-		p.expect(wire.TypeWelcome)
-		var sizes []int
-		for {
-			f, err := p.next()
-			Expect(err).NotTo(HaveOccurred())
-			if f.Header.Type == wire.TypeEnd {
-				break
-			}
-			Expect(f.Header.Type).To(Equal(wire.TypeBatch))
-			sizes = append(sizes, int(f.Header.NFds))
-		}
+		sizes, _ := batchesOf(p)
 		Expect(sizes).To(Equal([]int{252, 252, 96}))
 		p.send(wire.AppendCount(nil, wire.TypeAck, 600))
 		Eventually(done).Should(Receive(BeNil()))
@@ -65,20 +54,7 @@ var _ = Describe("a set larger than one message", func() {
 		})
 		addr, done := serve(&graceful.Server{Handler: handler, ReadyTimeout: -1})
 		p := dialRaw(addr)
-		p.send(hello())
-		p.expect(wire.TypeWelcome)
-		var sizes []int
-		var lengths []uint32
-		for {
-			f, err := p.next()
-			Expect(err).NotTo(HaveOccurred())
-			if f.Header.Type == wire.TypeEnd {
-				break
-			}
-			Expect(f.Header.Type).To(Equal(wire.TypeBatch))
-			sizes = append(sizes, int(f.Header.NFds))
-			lengths = append(lengths, f.Header.Length)
-		}
+		sizes, lengths := batchesOf(p)
 		Expect(sizes).To(Equal([]int{16, 1}))
 		Expect(lengths).To(Equal([]uint32{wire.MaxPayload, wire.RecordOverhead}))
 		p.send(wire.AppendCount(nil, wire.TypeAck, 17))
@@ -176,4 +152,22 @@ type bytesWriterTo []byte
 func (b bytesWriterTo) WriteTo(w io.Writer) (int64, error) {
 	n, err := w.Write(b)
 	return int64(n), err
+}
+
+// batchesOf asks the server at p for its set and returns each BATCH's
+// descriptor count and payload length, up to END.
+func batchesOf(p *rawPeer) (sizes []int, lengths []uint32) {
+	GinkgoHelper()
+	p.send(hello())
+	p.expect(wire.TypeWelcome)
+	for {
+		f, err := p.next()
+		Expect(err).NotTo(HaveOccurred())
+		if f.Header.Type == wire.TypeEnd {
+			return sizes, lengths
+		}
+		Expect(f.Header.Type).To(Equal(wire.TypeBatch))
+		sizes = append(sizes, int(f.Header.NFds))
+		lengths = append(lengths, f.Header.Length)
+	}
 }

@@ -260,12 +260,7 @@ var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 		p.send(hello())
 		Expect(readSet(p)).To(Equal(uint32(1)))
 		p.send(append(wire.AppendReady(wire.AppendCount(nil, wire.TypeAck, 1)), hello()...))
-		Eventually(done).Should(Receive(BeNil()))
-		Expect(readSet(p)).To(Equal(uint32(1)), "the HELLO began a second session")
-		p.send(wire.AppendReady(wire.AppendCount(nil, wire.TypeAck, 1)))
-		Eventually(done).Should(Receive(BeNil()))
-		p.c.Close()
-		Eventually(served).Should(Receive(BeNil()))
+		secondSessionThenClose(p, done, served)
 	})
 
 	It("fails with ErrPeerClosed when the peer closes before its first byte, and Done does not hear of it", func() {
@@ -305,12 +300,7 @@ var _ = Describe("Server.ServeConn on a connection of one's own", func() {
 		p.send(append(wire.AppendCount(nil, wire.TypeAck, 1), ready[:4]...))
 		Eventually(unread).Should(BeZero(), "the server took ACK and half of READY")
 		p.send(append(ready[4:], hello()...))
-		Eventually(done).Should(Receive(BeNil()))
-		Expect(readSet(p)).To(Equal(uint32(1)), "the HELLO began a second session")
-		p.send(wire.AppendReady(wire.AppendCount(nil, wire.TypeAck, 1)))
-		Eventually(done).Should(Receive(BeNil()))
-		p.c.Close()
-		Eventually(served).Should(Receive(BeNil()))
+		secondSessionThenClose(p, done, served)
 	})
 })
 
@@ -328,4 +318,17 @@ func serveConnTo(h graceful.Handler) (p *rawPeer, done, served chan error) {
 	p = newRawPeer(a)
 	DeferCleanup(p.close)
 	return p, done, served
+}
+
+// secondSessionThenClose expects the first session on p to end well and
+// the HELLO sent with its READY to have begun a second one, finishes that
+// one, and closes p: ServeConn returns nil.
+func secondSessionThenClose(p *rawPeer, done, served chan error) {
+	GinkgoHelper()
+	Eventually(done).Should(Receive(BeNil()))
+	Expect(readSet(p)).To(Equal(uint32(1)), "the HELLO began a second session")
+	p.send(wire.AppendReady(wire.AppendCount(nil, wire.TypeAck, 1)))
+	Eventually(done).Should(Receive(BeNil()))
+	p.c.Close()
+	Eventually(served).Should(Receive(BeNil()))
 }

@@ -76,7 +76,7 @@
 //     the next generation's ordinary graceful.Receive finds them there as
 //     it would find its predecessor's. No variable is set then. The
 //     supervisor binds that socket in advance, in its own directory, while
-//     a generation serves (Status.Standby), and after a crash renames it
+//     the store holds descriptors (Status.Standby), and after a crash renames it
 //     into place over the dead generation's stale socket: binding a
 //     socket file can take longer than the rest of the work before the
 //     successor starts.

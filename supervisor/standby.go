@@ -121,10 +121,16 @@ func placeStandby(at, path string) error {
 	}
 	// What was at path is now at at.
 	var fi unix.Stat_t
-	if err := unix.Lstat(at, &fi); err == nil && fi.Mode&unix.S_IFMT == unix.S_IFSOCK && errors.Is(connectTo(at), unix.ECONNREFUSED) {
+	if err := unix.Lstat(at, &fi); err == nil && fi.Mode&unix.S_IFMT == unix.S_IFSOCK && refusesConnections(at) {
 		os.Remove(at)
 		return nil
 	}
 	unix.Renameat2(unix.AT_FDCWD, at, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
 	return fmt.Errorf("%s holds something other than a stale socket", path)
+}
+
+// refusesConnections reports whether path is a socket nobody listens on.
+func refusesConnections(path string) bool {
+	_, err := answeringPID(path)
+	return err == unix.ECONNREFUSED
 }

@@ -187,7 +187,13 @@ func answeringPID(path string) (int, error) {
 		return 0, err
 	}
 	defer unix.Close(fd)
-	if err := connectFd(fd, path); err != nil {
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
 		return 0, err
 	}
 	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
@@ -195,26 +201,6 @@ func answeringPID(path string) (int, error) {
 		return 0, err
 	}
 	return int(cred.Pid), nil
-}
-
-// connectTo connects a new socket to the unix socket at path without
-// waiting, hangs up, and returns the kernel's answer.
-func connectTo(path string) error {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return connectFd(fd, path)
-}
-
-func connectFd(fd int, path string) error {
-	for {
-		err := unix.Connect(fd, &unix.SockaddrUnix{Name: path})
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // handoffProbeEvery is how often a restart waiting for the serving

@@ -155,8 +155,9 @@ type Status struct {
 	// Stored names the descriptors in the store, in order.
 	Stored []string `json:"stored"`
 	// Standby is true while the supervisor's own hand-off socket is bound
-	// in advance (Config.Handoff), so that after a crash it is placed at
-	// the path by a rename rather than bound then.
+	// in advance (with Config.Handoff, while the store holds descriptors),
+	// so that after a crash it is placed at the path by a rename rather
+	// than bound then.
 	Standby bool `json:"standby"`
 	// Restarts counts restarts that took over, Failed those that did not,
 	// Crashes the serving generations that died on their own, Orphans the

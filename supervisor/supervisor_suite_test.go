@@ -179,6 +179,19 @@ func addr(g supervisor.Generation) string {
 	return a
 }
 
+// restartInBackground restarts r on a goroutine of its own, which expects
+// the restart to succeed, and passes on the generation that took over.
+func restartInBackground(r *running) <-chan supervisor.Generation {
+	done := make(chan supervisor.Generation, 1)
+	go func() {
+		defer GinkgoRecover()
+		g, err := restart(r)
+		Expect(err).NotTo(HaveOccurred())
+		done <- g
+	}()
+	return done
+}
+
 func restart(r *running) (supervisor.Generation, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

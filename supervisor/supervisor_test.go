@@ -133,13 +133,7 @@ var _ = Describe("a supervisor", func() {
 		a := make(chan error, 1)
 		go func() { _, err := restart(r); a <- err }()
 		Eventually(r.out).Should(gbytes.Say(`\[gen 3\] serving`)) // it has read its mode
-		b := make(chan supervisor.Generation, 1)
-		go func() {
-			defer GinkgoRecover()
-			g, err := restart(r)
-			Expect(err).NotTo(HaveOccurred())
-			b <- g
-		}()
+		b := restartInBackground(r)
 		Eventually(r.logs.with).WithArguments("restart queued behind the one in progress").ShouldNot(BeEmpty())
 		r.mode("")
 		Eventually(a).WithTimeout(20 * time.Second).Should(Receive(&err))
@@ -158,11 +152,10 @@ var _ = Describe("a supervisor", func() {
 			handoff string
 			fifo    string
 			g1      supervisor.Generation
-			// setupWith is setup with generation 1 in firstMode.
-			setupWith func(cfg supervisor.Config, firstMode string)
 		)
-		setup := func(cfg supervisor.Config) { setupWith(cfg, "") }
-		setupWith = func(cfg supervisor.Config, firstMode string) {
+		// setup runs generation 1 in firstMode, then restarts into
+		// generation 2, which places its socket late.
+		setup := func(cfg supervisor.Config, firstMode string) {
 			dir := GinkgoT().TempDir()
 			handoff, fifo = filepath.Join(dir, "handoff.sock"), filepath.Join(dir, "fifo")
 			Expect(unix.Mkfifo(fifo, 0o600)).To(Succeed())
@@ -180,14 +173,8 @@ var _ = Describe("a supervisor", func() {
 		release := func() { openFIFO(fifo) }
 
 		It("waits for the socket, and the successor takes the same listener", func() {
-			setup(supervisor.Config{})
-			done := make(chan supervisor.Generation, 1)
-			go func() {
-				defer GinkgoRecover()
-				g, err := restart(r)
-				Expect(err).NotTo(HaveOccurred())
-				done <- g
-			}()
+			setup(supervisor.Config{}, "")
+			done := restartInBackground(r)
 			Eventually(r.logs.with).WithArguments("restart waits for the serving generation's hand-off socket").ShouldNot(BeEmpty())
 			Expect(r.status().Starting).To(BeNil(), "a generation started while no hand-off socket answered")
 			Expect(done).NotTo(Receive())
@@ -203,16 +190,10 @@ var _ = Describe("a supervisor", func() {
 		It("waits while the retiring generation still answers there, not only for an answer", func() {
 			hold := filepath.Join(GinkgoT().TempDir(), "hold")
 			Expect(unix.Mkfifo(hold, 0o600)).To(Succeed())
-			setupWith(supervisor.Config{}, "hold-handoff "+hold)
+			setup(supervisor.Config{}, "hold-handoff "+hold)
 			Eventually(r.out).Should(gbytes.Say(`\[gen 1\] holding the hand-off socket`))
 			Expect(dialUnix(handoff)).To(Succeed(), "generation 1 lets go of the path")
-			done := make(chan supervisor.Generation, 1)
-			go func() {
-				defer GinkgoRecover()
-				g, err := restart(r)
-				Expect(err).NotTo(HaveOccurred())
-				done <- g
-			}()
+			done := restartInBackground(r)
 			Eventually(r.logs.with).WithArguments("restart waits for the serving generation's hand-off socket").Should(ContainElement(
 				HaveKeyWithValue("err", MatchError(ContainSubstring("generation 1 (retiring) still answers there")))))
 			Expect(r.status().Starting).To(BeNil(), "a generation started to meet the retiring one")
@@ -228,7 +209,7 @@ var _ = Describe("a supervisor", func() {
 		})
 
 		It("fails after ReadyTimeout when the socket never answers, and the serving generation goes on", func() {
-			setup(supervisor.Config{ReadyTimeout: time.Second})
+			setup(supervisor.Config{ReadyTimeout: time.Second}, "")
 			_, err := restart(r)
 			Expect(err).To(MatchError(supervisor.ErrRestartFailed))
 			Expect(err.Error()).To(ContainSubstring("generation 2's hand-off socket " + handoff + " did not answer within 1s"))

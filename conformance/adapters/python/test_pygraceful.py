@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 
 import pygraceful as pg
 
@@ -924,6 +925,47 @@ class ServerTest(FdTestCase):
         self.assertFalse(os.path.exists(path))
         os.rmdir(d)
         self.assertNoLeak()
+
+
+
+class VacateTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.path = os.path.join(self.dir, "s")
+
+    def stale_socket(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(self.path)
+        s.close()  # the file stays, and refuses connections
+
+    def test_removes_a_stale_socket(self):
+        self.stale_socket()
+        pg._vacate(self.path)
+        self.assertFalse(os.path.lexists(self.path))
+
+    def test_a_stale_socket_its_owner_removed_meanwhile_is_as_good_as_removed(self):
+        # A retiring server unlinks its own socket file as it closes, which
+        # can come between the probe and our unlink.
+        self.stale_socket()
+        real = os.unlink
+
+        def owner_first(path, *args, **kwargs):
+            real(path)
+            return real(path, *args, **kwargs)
+
+        with unittest.mock.patch.object(pg.os, "unlink", owner_first):
+            pg._vacate(self.path)
+        self.assertFalse(os.path.lexists(self.path))
+
+    def test_refuses_a_live_socket(self):
+        live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(live.close)
+        live.bind(self.path)
+        live.listen(1)
+        with self.assertRaises(OSError):
+            pg._vacate(self.path)
+        self.assertTrue(os.path.lexists(self.path))
 
 
 if __name__ == "__main__":
