@@ -34,6 +34,10 @@ import (
 //     (recovery-ns/op, recovery/direct): the kernel reports a killed
 //     process only once it has torn it down, about a millisecond here,
 //     which no supervisor can hasten.
+//   - op=crash/impl=supervisor-spare: the same crash recovery with a
+//     spare (Config.Spare): the successor was started in advance and
+//     waits in graceful.Receive, so the recovery starts no process.
+//     Against the same target.
 //
 // Every generation is bench/internal/supgen, built once. The retiring
 // generation's exit after a restart is waited for outside the timer. The
@@ -53,7 +57,7 @@ func BenchmarkSupervisor(b *testing.B) {
 		}
 	})
 	b.Run("op=restart/impl=supervisor", func(b *testing.B) {
-		s := newSupervised(b, gen)
+		s := newSupervised(b, gen, false)
 		b.ResetTimer()
 		for range b.N {
 			if _, err := s.restart(b); err != nil {
@@ -61,24 +65,31 @@ func BenchmarkSupervisor(b *testing.B) {
 			}
 		}
 	})
-	b.Run("op=crash/impl=supervisor", func(b *testing.B) {
-		s := newSupervised(b, gen)
-		b.ResetTimer()
-		for range b.N {
-			if _, err := s.crash(); err != nil {
-				b.Fatal(err)
-			}
+	for _, spare := range []bool{false, true} {
+		name := "op=crash/impl=supervisor"
+		if spare {
+			name += "-spare"
 		}
-	})
+		b.Run(name, func(b *testing.B) {
+			s := newSupervised(b, gen, spare)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := s.crash(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
 
-// BenchmarkSupervisorPaired runs the three operations in turn within each
+// BenchmarkSupervisorPaired runs the four operations in turn within each
 // iteration (rotating which goes first), so that load on a shared machine
 // hits all alike, and reports each one's mean and the two ratios.
 func BenchmarkSupervisorPaired(b *testing.B) {
 	gen := buildSupgen(b)
 	d := newDirect(b, gen)
-	s := newSupervised(b, gen)
+	s := newSupervised(b, gen, false)
+	withSpare := newSupervised(b, gen, true)
 	var afterDeath time.Duration
 	ops := []func() (time.Duration, error){
 		d.handoff,
@@ -88,8 +99,9 @@ func BenchmarkSupervisorPaired(b *testing.B) {
 			afterDeath += after
 			return took, err
 		},
+		withSpare.crash,
 	}
-	var total [3]time.Duration
+	var total [4]time.Duration
 	b.ResetTimer()
 	for i := range b.N {
 		for k := range ops {
@@ -110,6 +122,8 @@ func BenchmarkSupervisorPaired(b *testing.B) {
 	b.ReportMetric(float64(total[2])/float64(total[0]), "crash/direct")
 	b.ReportMetric(float64(afterDeath.Nanoseconds())/n, "recovery-ns/op")
 	b.ReportMetric(float64(afterDeath)/float64(total[0]), "recovery/direct")
+	b.ReportMetric(float64(total[3].Nanoseconds())/n, "spare-ns/op")
+	b.ReportMetric(float64(total[3])/float64(total[0]), "spare/direct")
 }
 
 // buildSupgen builds the generation program.
@@ -196,9 +210,10 @@ type supervised struct {
 	s      *supervisor.Supervisor
 	events *events
 	path   string // the hand-off socket
+	spare  bool   // Config.Spare
 }
 
-func newSupervised(b *testing.B, gen string) *supervised {
+func newSupervised(b *testing.B, gen string, spare bool) *supervised {
 	b.Helper()
 	dir := shortTemp(b)
 	path := filepath.Join(dir, "h.sock")
@@ -212,6 +227,7 @@ func newSupervised(b *testing.B, gen string) *supervised {
 		Events:     ev.note,
 		MinBackoff: time.Nanosecond,
 		MaxBackoff: time.Nanosecond,
+		Spare:      spare,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -230,7 +246,7 @@ func newSupervised(b *testing.B, gen string) *supervised {
 	if err := ev.waitReady(1); err != nil {
 		b.Fatal(err)
 	}
-	sv := &supervised{s: s, events: ev, path: path}
+	sv := &supervised{s: s, events: ev, path: path, spare: spare}
 	if err := sv.waitServed(); err != nil {
 		b.Fatal(err)
 	}
@@ -292,11 +308,20 @@ func (s *supervised) crashTimed() (took, afterDeath time.Duration, err error) {
 	if !ok || st.Serving == nil {
 		return 0, 0, errors.New("no generation serves")
 	}
+	if s.spare {
+		if st, err = s.waitSpare(); err != nil {
+			return 0, 0, err
+		}
+	}
 	start := time.Now()
 	if err := syscall.Kill(st.Serving.PID, syscall.SIGKILL); err != nil {
 		return 0, 0, err
 	}
-	err = s.events.waitReady(int64(st.Serving.N + 1))
+	next := st.Serving.N + 1
+	if s.spare {
+		next = st.Spare.N
+	}
+	err = s.events.waitReady(int64(next))
 	end := time.Now()
 	took = end.Sub(start)
 	if err != nil {
@@ -307,6 +332,22 @@ func (s *supervised) crashTimed() (took, afterDeath time.Duration, err error) {
 		return took, 0, errors.New("no death reported for the generation killed")
 	}
 	return took, end.Sub(died), s.waitServed()
+}
+
+// waitSpare waits, outside the times measured, until the spare waits for
+// its turn, and returns the status then.
+func (s *supervised) waitSpare() (supervisor.Status, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, ok := s.s.Status()
+		if ok && st.Serving != nil && st.Spare != nil && st.SpareWaiting {
+			return st, nil
+		}
+		if time.Now().After(deadline) {
+			return st, errors.New("no spare waits within 10s")
+		}
+		time.Sleep(time.Millisecond) // the spare's start: nothing here to wait on
+	}
 }
 
 // events passes on which generation became ready and which retiring one

@@ -78,6 +78,10 @@ var defaultClient Client
 // matching ErrUnconfirmed (the sender may not have heard the
 // acknowledgement): either way the set is the caller's, and the caller
 // should serve with it. Any other error means no descriptor reached cb.
+//
+// In a process a supervisor started as a spare (SpareEnv), the first
+// Receive first waits, without a deadline, until the supervisor says that
+// its turn has come, and fails with ErrSpareDismissed if it never comes.
 func Receive(addr string, cb ReceiveCallback) error { return defaultClient.Receive(addr, cb) }
 
 // ReceiveFrom receives one set of descriptors on conn, which must be a
@@ -138,6 +142,9 @@ func noServer(err error) error {
 // Receive is like the package's Receive, with c's settings.
 func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 	log := logger{c.Logger}
+	if err := awaitTurn(); err != nil {
+		return c.result("receive", addr, 0, err)
+	}
 	deadline := time.Now().Add(sessionTimeout(c.SessionTimeout, c.Timeout))
 	for tries, pause := 0, time.Millisecond; ; tries++ {
 		n, err := c.receiveOnce(addr, cb, deadline)

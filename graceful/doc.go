@@ -167,7 +167,13 @@
 // Type=simple unit whose main process is a small supervisor, or let the new
 // instance be started by the old one and tell systemd of the new main PID
 // (sd_notify MAINPID=). In a container the process that exits last is PID 1:
-// run a supervisor as PID 1 that outlives every generation and reaps them,
-// as cmd/restart-sim does. Do not pass LISTEN_FDS-style variables on to
-// the new generation's children.
+// run a supervisor as PID 1 that outlives every generation and reaps them:
+// cmd/graceful-supervisor (package supervisor) is one. Do not pass
+// LISTEN_FDS-style variables on to the new generation's children.
+//
+// A supervisor may start the next generation in advance, as a spare
+// (SpareEnv): its first Receive then waits, without a deadline, until the
+// supervisor says its turn has come, and fails with ErrSpareDismissed if
+// it never does. A program that may run as a spare calls Receive before
+// it does anything that only one instance may do.
 package graceful

@@ -91,6 +91,30 @@
 // activation package, sd_listen_fds) unset the variables, which are checked
 // against LISTEN_PID anyway, so grandchildren do not inherit them.
 //
+// # A spare
+//
+// With Config.Spare (and Config.Handoff), the supervisor keeps the next
+// generation started in advance while one serves: a spare, started with
+// graceful.SpareEnv naming a socket, whose first graceful.Receive says it
+// waits and blocks until the supervisor says its turn has come. When the
+// serving generation dies, the supervisor places the store at the
+// hand-off socket and tells the spare: the recovery is a hand-off to a
+// program already running, without the start of a process, which is
+// most of what a recovery takes otherwise (bench/ANALYSIS.md). Once the
+// spare serves, the next spare starts. A restart does not use the spare,
+// which runs the program as it was when it started: it dismisses it (its
+// Receive fails with graceful.ErrSpareDismissed, and it gets StopSignal)
+// and starts the program afresh, so its number is spent. A spare that
+// exits before its turn is replaced once a generation is next ready.
+//
+// The price is an idle process, and the code before its first Receive
+// runs while the serving generation serves: it must not take what only
+// one instance may hold. A program that does not wait as a spare (it does
+// not call graceful's Receive first, nor honour graceful.SpareEnv) takes
+// the set from the serving generation at once, as a restart would; the
+// supervisor treats that as a restart that took over, logs why, and
+// starts no more spares.
+//
 // A crash loop backs off: the first crash is answered at once; after every
 // further generation that fails to become ready, or crashes within 10
 // seconds (or MaxBackoff, if longer) of becoming ready, the next start

@@ -13,8 +13,12 @@ type EventKind string
 // The kinds of events, in the order they typically come. Gen is the
 // generation concerned, as it is right after the event.
 const (
-	// EventStarted: generation Gen's process was started (Gen.PID).
+	// EventStarted: generation Gen's process was started (Gen.PID), or
+	// Gen, a spare, was told its turn came.
 	EventStarted EventKind = "started"
+	// EventSpare: Gen's process was started as a spare (Config.Spare). If
+	// its turn comes, EventStarted follows; otherwise EventExited.
+	EventSpare EventKind = "spare"
 	// EventMainPID: Gen said MAINPID=; Gen.MainPID is its new main process.
 	EventMainPID EventKind = "main-pid"
 	// EventStatus: Gen said STATUS=; Gen.Status is the text.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/graceful"
 )
 
 // shimEnv marks a process started as the shim (see ExecShim).
@@ -31,35 +34,19 @@ type process struct {
 	done bool // reaped: the pidfd no longer matters, the group may be gone
 }
 
-// startProcess starts generation n of s's program, with fds as 3, 4, ...
-// (LISTEN_FDS, through the shim) when there are any.
-func startProcess(s *Supervisor, n int, fds []int, names []string) (*process, error) {
-	devNull, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("open "+os.DevNull, err)
-	}
-	defer unix.Close(devNull)
-	prefix := []byte("[gen " + strconv.Itoa(n) + "] ")
-	outW, err := s.outputs.pipe(prefix, s.cfg.Stdout)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(outW)
-	errW, err := s.outputs.pipe(prefix, s.cfg.Stderr)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(errW)
-
-	files := []uintptr{uintptr(devNull), uintptr(outW), uintptr(errW)}
+// startProcess starts a generation of s's program with l, with fds as 3,
+// 4, ... (LISTEN_FDS, through the shim) when there are any, or, for a
+// spare, turn as 3 (graceful.SpareEnv).
+func startProcess(s *Supervisor, l *launch, fds []int, names []string, turn int) (*process, error) {
+	files := []uintptr{uintptr(l.devNull), uintptr(l.outW), uintptr(l.errW)}
 	for _, fd := range fds {
 		files = append(files, uintptr(fd))
 	}
-	store := ""
-	if s.store != nil {
-		store = s.store.path
+	env := slices.Clip(l.env)
+	if turn >= 0 {
+		files = append(files, uintptr(turn))
+		env = append(env, graceful.SpareEnv+"="+strconv.Itoa(len(files)-1))
 	}
-	env := generationEnv(s.cfg.Env, s.notify.path, store)
 	path, argv := s.cfg.Path, append([]string{s.cfg.Path}, s.cfg.Args...)
 	if len(fds) > 0 {
 		env = append(env, "LISTEN_FDS="+strconv.Itoa(len(fds)), "LISTEN_FDNAMES="+strings.Join(names, ":"), shimEnv+"=1")
@@ -81,7 +68,9 @@ func startProcess(s *Supervisor, n int, fds []int, names []string) (*process, er
 	}
 	p := &process{pid: pid, pidfd: pidfd}
 	if !s.cfg.ReapOrphans {
-		go s.wait(pid)
+		if pidfd < 0 || s.reapOnExit(pid, pidfd) != nil {
+			go s.wait(pid)
+		}
 	}
 	return p, nil
 }
@@ -97,7 +86,7 @@ func generationEnv(base []string, notify, store string) []string {
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", shimEnv, StoreEnv:
+		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", shimEnv, StoreEnv, graceful.SpareEnv:
 			continue
 		}
 		env = append(env, kv)
@@ -220,6 +209,28 @@ func (s *Supervisor) startReaper() func() {
 	}
 }
 
+// reapOnExit reaps pid, a child, once its pidfd says it has exited, and
+// reports its end on s.exits. Unlike wait, it holds no thread in wait4
+// meanwhile: a blocked thread makes the runtime start or wake another one,
+// on a core the new generation is starting on.
+func (s *Supervisor) reapOnExit(pid, pidfd int) error {
+	// It reaps even after Run returns, as wait does: a child left
+	// unreaped would be reaped by whoever waits for any child next.
+	return s.onExit(pidfd, false, func() procExit {
+		var ws unix.WaitStatus
+		flags := unix.WNOHANG
+		for {
+			got, err := unix.Wait4(pid, &ws, flags, nil)
+			if err == unix.EINTR || (got == 0 && err == nil) {
+				flags = 0 // not waitable yet, though its pidfd said it exited
+				continue
+			}
+			break
+		}
+		return procExit{pid: pid, exit: exitOf(ws), reaped: true}
+	})
+}
+
 // watchMain opens a pidfd on pid, a main process named by MAINPID=, and
 // reports its end on s.exits: it may not be our child.
 func (s *Supervisor) watchMain(pid int) (int, error) {
@@ -227,12 +238,25 @@ func (s *Supervisor) watchMain(pid int) (int, error) {
 	if err != nil {
 		return -1, os.NewSyscallError("pidfd_open", err)
 	}
-	// The watcher gets its own descriptor, which it closes; pidfd stays
-	// for signals.
-	watch, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	err = s.onExit(pidfd, true, func() procExit { return procExit{pid: pid, exit: Exit{Code: -1}} })
 	if err != nil {
 		unix.Close(pidfd)
-		return -1, os.NewSyscallError("fcntl", err)
+		return -1, err
+	}
+	return pidfd, nil
+}
+
+// onExit waits in Go's poller, on a duplicate of pidfd, for the process to
+// exit (or, with untilQuit, for Run to return), and then sends what ended
+// returns on s.exits; pidfd stays the caller's, for signals.
+func (s *Supervisor) onExit(pidfd int, untilQuit bool, ended func() procExit) error {
+	watch, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	if err := unix.SetNonblock(watch, true); err != nil {
+		unix.Close(watch)
+		return os.NewSyscallError("fcntl", err)
 	}
 	f := os.NewFile(uintptr(watch), "pidfd") // non-blocking: Go's poller waits
 	go func() {
@@ -241,27 +265,30 @@ func (s *Supervisor) watchMain(pid int) (int, error) {
 		if err != nil {
 			return
 		}
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			select {
-			case <-s.quit:
-				f.SetReadDeadline(time.Now()) // wake the Read below
-			case <-stop:
-			}
-		}()
+		if untilQuit {
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				select {
+				case <-s.quit:
+					f.SetReadDeadline(time.Now()) // wake the Read below
+				case <-stop:
+				}
+			}()
+		}
 		if rc.Read(func(fd uintptr) bool {
 			n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
 			return n > 0
 		}) != nil {
 			return
 		}
+		exit := ended()
 		select {
-		case s.exits <- procExit{pid: pid, exit: Exit{Code: -1}}:
+		case s.exits <- exit:
 		case <-s.quit:
 		}
 	}()
-	return pidfd, nil
+	return nil
 }
 
 func closeFd(fd int) { unix.Close(fd) }

@@ -20,6 +20,7 @@ const (
 	starting = "starting"
 	serving  = "serving"
 	retiring = "retiring"
+	spare    = "spare"
 	failed   = "failed"
 )
 
@@ -30,8 +31,13 @@ type gen struct {
 	mainFd   int  // pidfd of MainPID when it is not PID, or -1
 	procDone bool // PID has been reaped
 	restart  bool // started by a restart
-	waiters  []chan restartResult
-	timer    interface{ Stop() bool } // ready deadline, then stop deadline
+	// handoffAnswers: g, serving, has been seen answering at the hand-off
+	// socket (watchHandoff).
+	handoffAnswers bool
+	link           *spareLink // a spare's, until its turn comes
+	spareWaiting   bool       // the spare said it waits
+	waiters        []chan restartResult
+	timer          interface{ Stop() bool } // ready deadline, then stop deadline
 }
 
 type restartResult struct {
@@ -57,6 +63,9 @@ type state struct {
 	standby        *net.UnixListener // see standby.go
 	noStandby      bool              // a rename cannot place one
 	standbyBinding bool              // one is on its way
+	nextLaunch     *launch           // made in advance for generation next+1
+	spare          *gen              // see spare.go
+	noSpare        bool              // a spare took over unasked: the program cannot be one
 
 	crashes  int // consecutive failures, for the backoff
 	backoff  interface{ Stop() bool }
@@ -99,7 +108,13 @@ func (st *state) spawn() (*gen, error) {
 	if s.cfg.Handoff == "" {
 		fds, names = st.store.list()
 	}
-	p, err := startProcess(s, g.N, fds, names)
+	l, err := st.takeLaunch(g.N)
+	if err != nil {
+		st.next--
+		return nil, fmt.Errorf("generation %d: %w", g.N, err)
+	}
+	p, err := startProcess(s, l, fds, names, -1)
+	l.close()
 	if err != nil {
 		st.next--
 		return nil, fmt.Errorf("generation %d: %w", g.N, err)
@@ -109,10 +124,16 @@ func (st *state) spawn() (*gen, error) {
 	st.gens[g.N] = g
 	s.log.Info("generation started", "gen", g.N, "pid", g.PID, "fds", len(fds))
 	st.emit(Event{Kind: EventStarted, Time: g.Started, Gen: g.Generation})
+	st.armReadyTimer(g)
+	return g, nil
+}
+
+// armReadyTimer fails g if it is not ready within ReadyTimeout.
+func (st *state) armReadyTimer(g *gen) {
+	s := st.s
 	g.timer = time.AfterFunc(s.cfg.ReadyTimeout, func() {
 		s.post(func() { st.readyTimeout(g, s.cfg.ReadyTimeout) })
 	})
-	return g, nil
 }
 
 // unstarted is the generation spawn could not start, for its event: its
@@ -163,6 +184,9 @@ func (st *state) handoffServed() error {
 	if path == "" {
 		return nil
 	}
+	if st.serving != nil && st.serving.handoffAnswers {
+		return nil
+	}
 	pid, err := answeringPID(path)
 	if err == unix.ECONNREFUSED || err == unix.ENOENT {
 		return os.NewSyscallError("connect", err)
@@ -170,6 +194,12 @@ func (st *state) handoffServed() error {
 	if err != nil || pid <= 0 {
 		return nil // a full backlog, or a peer we cannot name: not ours to judge
 	}
+	return st.answeredBy(pid)
+}
+
+// answeredBy reports, with nil, whether pid, which answers at the hand-off
+// socket, may be the serving generation's: it is no other generation's.
+func (st *state) answeredBy(pid int) error {
 	for _, g := range st.gens {
 		if g != st.serving && (pid == g.PID || pid == g.MainPID) {
 			return fmt.Errorf("generation %d (%s) still answers there", g.N, g.State)
@@ -257,6 +287,7 @@ func (st *state) restartWhenHandoffAnswers(waiters []chan restartResult) {
 
 func (st *state) beginRestart(waiters []chan restartResult) {
 	st.handoffGiveUp = time.Time{}
+	st.dropSpare()
 	st.emit(Event{Kind: EventRestartRequested, Gen: st.serving.Generation})
 	st.upstream(graceful.NotifyReloading(), graceful.NotifyStatus(fmt.Sprintf("restarting: generation %d serves", st.serving.N)))
 	g, err := st.spawn()
@@ -299,6 +330,9 @@ func (st *state) ready(g *gen) {
 	if g.Ready.IsZero() {
 		g.Ready = time.Now()
 	}
+	if g == st.spare && !st.spareTookOver(g) {
+		return
+	}
 	if g != st.starting {
 		if g == st.serving {
 			st.upstream(graceful.NotifyReady) // after its own RELOADING=1
@@ -306,17 +340,19 @@ func (st *state) ready(g *gen) {
 		return
 	}
 	s := st.s
-	g.timer.Stop()
+	if g.timer != nil {
+		g.timer.Stop()
+	}
 	prev := st.serving
 	st.starting, st.serving = nil, g
 	g.State = serving
-	st.closeHandoff()
-	s.log.Info("generation ready", "gen", g.N, "pid", g.PID, "after", g.Ready.Sub(g.Started).Round(time.Microsecond))
-	st.emit(Event{Kind: EventReady, Time: g.Ready, Gen: g.Generation})
 	for _, w := range g.waiters {
 		w <- restartResult{gen: g.Generation}
 	}
 	g.waiters = nil
+	st.closeHandoff()
+	s.log.Info("generation ready", "gen", g.N, "pid", g.PID, "after", g.Ready.Sub(g.Started).Round(time.Microsecond))
+	st.emit(Event{Kind: EventReady, Time: g.Ready, Gen: g.Generation})
 	if g.restart {
 		st.emit(Event{Kind: EventRestarted, Gen: g.Generation})
 	}
@@ -328,6 +364,9 @@ func (st *state) ready(g *gen) {
 	st.upstream(graceful.NotifyReady, graceful.NotifyStatus(st.statusLine()))
 	st.runPending()
 	st.prepareStandby()
+	st.watchHandoff(g)
+	st.startSpare()
+	st.prepareLaunch()
 }
 
 // retire signals g, which handed over, to stop.
@@ -414,6 +453,13 @@ func (st *state) startReplacement() {
 	if st.stopping || st.starting != nil || st.serving != nil {
 		return
 	}
+	if g := st.spare; g != nil {
+		st.openHandoff()
+		if st.takeSpare() {
+			st.starting = g
+			return
+		}
+	}
 	g, err := st.spawn()
 	if err != nil {
 		st.s.log.Error("cannot start a generation", "err", err)
@@ -496,6 +542,11 @@ func (st *state) ended(g *gen, exit Exit) {
 		st.exit = exit
 	}
 	switch {
+	case g == st.spare:
+		st.spare = nil
+		g.link.conn.Close()
+		s.log.Warn("spare exited before its turn came; the next one starts once a generation is ready", "gen", g.N, "exit", exit)
+		st.emit(Event{Kind: EventExited, Gen: g.Generation, Exit: exit})
 	case g == st.starting:
 		st.emit(Event{Kind: EventExited, Gen: g.Generation, Exit: exit})
 		st.startFailed(g, fmt.Errorf("generation %d exited before it was ready (%s)", g.N, exit))
@@ -544,6 +595,8 @@ func (st *state) stop(sig syscall.Signal) {
 		}
 		st.closeHandoff()
 		st.closeStandby()
+		st.dropLaunch()
+		st.dropSpare()
 		if st.handoffWait != nil {
 			st.handoffWait.Stop()
 			st.handoffWait = nil
@@ -600,6 +653,10 @@ func (st *state) status() Status {
 	if g := st.starting; g != nil {
 		c := g.Generation
 		out.Starting = &c
+	}
+	if g := st.spare; g != nil {
+		c := g.Generation
+		out.Spare, out.SpareWaiting = &c, g.spareWaiting
 	}
 	for n := 1; n <= st.next; n++ {
 		if g := st.gens[n]; g != nil && g.State == retiring && g != st.serving {

@@ -125,6 +125,20 @@ type Config struct {
 	// bound: it should return promptly. Run returns after it has returned
 	// for the last event.
 	Events func(Event)
+	// Spare keeps the next generation started in advance while one
+	// serves, waiting in graceful.Receive until its turn comes, so that
+	// after a crash the program is already running: the recovery is a
+	// hand-off, without the start of a process. It costs an idle process.
+	// It needs Handoff, and a program whose first graceful.Receive comes
+	// before anything that another instance must not do at the same time
+	// (bind a port of its own, write a pid file): code before it runs in
+	// the spare too, while the serving generation serves. A restart
+	// dismisses the spare and starts the program afresh. A program that
+	// does not wait (neither graceful's Go Receive nor an implementation
+	// that honours graceful.SpareEnv) takes over from the serving
+	// generation as a restart would; the supervisor then treats it as one
+	// and starts no more spares.
+	Spare bool
 }
 
 // Generation describes one generation.
@@ -135,7 +149,8 @@ type Generation struct {
 	// watches and signals (PID unless the generation said MAINPID=).
 	PID     int `json:"pid"`
 	MainPID int `json:"main_pid"`
-	// State is "starting", "serving", "retiring" or "failed".
+	// State is "spare" (Config.Spare), "starting", "serving", "retiring"
+	// or "failed".
 	State string `json:"state"`
 	// Status is the generation's last STATUS= text.
 	Status string `json:"status,omitempty"`
@@ -152,6 +167,10 @@ type Status struct {
 	Serving  *Generation  `json:"serving,omitempty"`
 	Starting *Generation  `json:"starting,omitempty"`
 	Retiring []Generation `json:"retiring,omitempty"`
+	// Spare is the spare started in advance (Config.Spare), if any;
+	// SpareWaiting is true once it waits in graceful.Receive.
+	Spare        *Generation `json:"spare,omitempty"`
+	SpareWaiting bool        `json:"spare_waiting,omitempty"`
 	// Stored names the descriptors in the store, in order.
 	Stored []string `json:"stored"`
 	// Standby is true while the supervisor's own hand-off socket is bound
@@ -263,6 +282,9 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	if os.Getpid() == 1 {
 		cfg.ReapOrphans = true
+	}
+	if cfg.Spare && cfg.Handoff == "" {
+		return nil, errors.New("supervisor: Config.Spare needs Config.Handoff: a spare takes the store over the graceful protocol")
 	}
 	if cfg.Shim == "" && cfg.Handoff == "" {
 		exe, err := os.Executable()
@@ -441,6 +463,7 @@ func (s *Supervisor) cleanup() {
 	s.st.store.closeAll()
 	s.st.closeHandoff()
 	s.st.closeStandby()
+	s.st.dropLaunch()
 	s.outputs.wait(2 * time.Second)
 	s.closeSockets()
 	s.events.close() // after quit: a callback's calls return at once

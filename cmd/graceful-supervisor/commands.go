@@ -87,6 +87,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.MinBackoff, "backoff-min", supervisor.DefaultMinBackoff, "wait before the second restart of a crash loop")
 	fs.DurationVar(&cfg.MaxBackoff, "backoff-max", supervisor.DefaultMaxBackoff, "longest wait between restarts of a crash loop")
 	fs.IntVar(&cfg.FdStoreMax, "fdstore-max", supervisor.DefaultFdStoreMax, "descriptors the store keeps (negative: no store)")
+	fs.BoolVar(&cfg.Spare, "spare", false, "keep the next generation started in advance, waiting in graceful.Receive, so that a crash is recovered without starting a process (needs -handoff)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	quiet := fs.Bool("q", false, "log warnings and errors only")
 	if err := fs.Parse(args); err != nil {

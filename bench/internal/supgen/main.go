@@ -4,6 +4,8 @@
 //
 //   - without NOTIFY_SOCKET (a direct hand-off), it exits: Receive has
 //     told the sender it is ready;
+//   - started as a spare (graceful.SpareEnv), Receive first waits for
+//     its turn, and a spare dismissed exits quietly;
 //   - under a supervisor, it says READY=1, stores the listener
 //     (FDSTORE=1), serves it at the same hand-off socket for its
 //     successor, and exits on SIGTERM.
@@ -24,7 +26,11 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	err := run()
+	if errors.Is(err, graceful.ErrSpareDismissed) {
+		return // a spare whose turn never came: nothing to report
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "supgen:", err)
 		os.Exit(1)
 	}

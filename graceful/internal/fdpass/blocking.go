@@ -189,11 +189,19 @@ func connectBy(fd int, sa unix.Sockaddr, deadline time.Time) error {
 	if err := unix.SetNonblock(fd, false); err != nil {
 		return os.NewSyscallError("fcntl", err)
 	}
-	tv := unix.NsecToTimeval(max(left, time.Microsecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-		return os.NewSyscallError("setsockopt", err)
+	// The kernel counts SO_SNDTIMEO in ticks, and may give up up to a tick
+	// before deadline: until deadline, it is asked again.
+	for {
+		tv := unix.NsecToTimeval(max(left, time.Microsecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+		err = retryEINTR(func() error { return unix.Connect(fd, sa) })
+		if left = time.Until(deadline); err != unix.EAGAIN || left <= 0 {
+			break
+		}
 	}
-	if err := retryEINTR(func() error { return unix.Connect(fd, sa) }); err != nil {
+	if err != nil {
 		return blockingError("connect", err)
 	}
 	return os.NewSyscallError("fcntl", unix.SetNonblock(fd, true)) // nil on success

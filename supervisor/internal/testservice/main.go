@@ -21,6 +21,9 @@
 //	                   only once a writer has opened the FIFO
 //	hold-handoff FIFO  told to stop, keep serving the hand-off socket until
 //	                   a writer has opened the FIFO
+//	no-spare           started as a spare, do not wait for the turn: take
+//	                   over at once (a program that ignores
+//	                   GRACEFUL_SPARE_FD)
 //
 // SIGUSR1 makes it panic; SIGTERM and SIGINT make it stop serving and exit with
 // -exit-code.
@@ -92,6 +95,9 @@ func run(addr, handoff string, fdstore, storeGraceful bool, modeFile string, exi
 		os.Exit(3)
 	}
 
+	if mode == "no-spare" {
+		os.Unsetenv(graceful.SpareEnv)
+	}
 	var ln net.Listener
 	var err error
 	if child {

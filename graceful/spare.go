@@ -1,0 +1,82 @@
+package graceful
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// SpareEnv names the descriptor of a process that a supervisor started as
+// a spare: a successor started in advance, which waits before it takes the
+// set over until the supervisor says its turn has come (for
+// graceful-supervisor, when the serving generation has died). The
+// exchange on that unix socket is one byte each way: the spare writes 'W'
+// once it waits, the supervisor writes 'G' when the turn comes, and
+// closing it instead dismisses the spare.
+const SpareEnv = "GRACEFUL_SPARE_FD"
+
+// ErrSpareDismissed means this process was started as a spare (SpareEnv)
+// and the supervisor dismissed it, or went away, before its turn came:
+// it should exit.
+var ErrSpareDismissed = errors.New("spare dismissed before its turn came")
+
+var (
+	turnOnce sync.Once
+	turnErr  error
+)
+
+// awaitTurn, in a process started as a spare, tells the supervisor that
+// it waits and blocks, without a deadline, until its turn comes; at once
+// otherwise. Only the first call waits: the variable is unset and the
+// descriptor closed, so that no child inherits them.
+func awaitTurn() error {
+	turnOnce.Do(func() { turnErr = waitForTurn() })
+	return turnErr
+}
+
+func waitForTurn() error {
+	v, ok := os.LookupEnv(SpareEnv)
+	if !ok {
+		return nil
+	}
+	os.Unsetenv(SpareEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 0 {
+		return fmt.Errorf("%s=%q: not a descriptor", SpareEnv, v)
+	}
+	if _, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+		return fmt.Errorf("%s=%d: not a socket: %w", SpareEnv, fd, err)
+	}
+	defer unix.Close(fd)
+	unix.CloseOnExec(fd)
+	// One thread waits in read, once in the process's life: the kernel
+	// wakes it at once, with no trip through Go's poller.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return os.NewSyscallError("fcntl", err)
+	}
+	if err := retryIntr(func() error { _, err := unix.Write(fd, []byte{'W'}); return err }); err != nil {
+		return fmt.Errorf("%w: %w", ErrSpareDismissed, os.NewSyscallError("write", err))
+	}
+	var b [1]byte
+	var n int
+	err = retryIntr(func() (err error) { n, err = unix.Read(fd, b[:]); return err })
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrSpareDismissed, os.NewSyscallError("read", err))
+	case n == 0 || b[0] != 'G':
+		return ErrSpareDismissed
+	}
+	return nil
+}
+
+func retryIntr(call func() error) error {
+	for {
+		if err := call(); err != unix.EINTR {
+			return err
+		}
+	}
+}
