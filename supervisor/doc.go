@@ -52,7 +52,11 @@
 // fails) until the serving generation's hand-off socket answers: a
 // generation may say READY=1 before it has placed the socket, which its
 // predecessor held, and a successor started then would find no server and
-// begin without the descriptors.
+// begin without the descriptors. The supervisor looks for that answer
+// (a connection, and the listener's pid by SO_PEERCRED) as soon as a
+// generation is ready, so that a later restart need not; what the next
+// start needs besides the fork (standard input, the output pipes, the
+// environment) is made in advance too.
 //
 // # Crash safety
 //

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/internal/svctest"
+	"github.com/gracefulfd/graceful/supervisor"
 )
 
 var _ = Describe("graceful-supervisor", func() {
@@ -69,6 +70,30 @@ var _ = Describe("graceful-supervisor", func() {
 		Expect(r.ExitCode()).To(Equal(1))
 		Expect(r.Err).To(gbytes.Say(`restart failed: generation 5 exited before it was ready \(exit status 3\); it was killed and generation 4 serves on`))
 		Expect(status(filepath.Join(dir, "run")).Serving.N).To(Equal(4))
+	})
+
+	It("with -spare, keeps a spare waiting, which takes over when the serving generation is killed; without -handoff, -spare is refused", func() {
+		dir := shortDir()
+		refused := run("-dir", filepath.Join(dir, "refused"), "-spare", "--", service)
+		Eventually(refused).WithTimeout(30 * time.Second).Should(gexec.Exit(1))
+		Expect(refused.Err).To(gbytes.Say(`Config.Spare needs Config.Handoff`))
+
+		handoff := filepath.Join(dir, "h.sock")
+		run("-dir", filepath.Join(dir, "run"), "-handoff", handoff, "-spare", "--", service, "-fdstore", "-handoff", handoff)
+		g1 := serving(filepath.Join(dir, "run"), 1)
+		var spare supervisor.Generation
+		Eventually(func() bool {
+			st := status(filepath.Join(dir, "run"))
+			if st.Spare != nil && st.SpareWaiting && len(st.Stored) == 1 {
+				spare = *st.Spare
+				return true
+			}
+			return false
+		}).WithTimeout(30*time.Second).Should(BeTrue(), "no spare waits")
+		Expect(syscall.Kill(g1.PID, syscall.SIGKILL)).To(Succeed())
+		g2 := serving(filepath.Join(dir, "run"), 2)
+		Expect(g2.PID).To(Equal(spare.PID))
+		Expect(g2.Status).To(Equal(g1.Status), "not the same listener")
 	})
 
 	It("as a child subreaper, reaps the orphans a generation leaves", func() {
