@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -71,6 +72,18 @@ var _ = Describe("a spare (Config.Spare)", func() {
 		exited := r.events.one(supervisor.EventExited, 2)
 		Expect(exited.Gen.State).To(Equal("retiring"))
 		Expect(r.events.find(supervisor.EventStarted, 2)).To(BeEmpty(), "the dismissed spare was started")
+		r.spareWaiting(4)
+	})
+
+	It("is started again when a restart that dismissed it fails and is rolled back", func() {
+		handoff := filepath.Join(GinkgoT().TempDir(), "handoff.sock")
+		r := start(supervisor.Config{Handoff: handoff, Spare: true, ReadyTimeout: time.Second}, "-fdstore", "-handoff", handoff)
+		r.serving(1)
+		r.spareWaiting(2)
+		r.mode("hang") // generation 3 never says READY=1; a spare waits all the same
+		_, err := restart(r)
+		Expect(err).To(MatchError(supervisor.ErrRestartFailed))
+		Expect(r.status().Serving.N).To(Equal(1))
 		r.spareWaiting(4)
 	})
 

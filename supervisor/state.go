@@ -302,6 +302,7 @@ func (st *state) beginRestart(waiters []chan restartResult) {
 		st.emit(Event{Kind: EventRestartFailed, Gen: st.unstarted(), Err: err})
 		st.emit(Event{Kind: EventRolledBack, Gen: st.serving.Generation, Err: err})
 		st.runPending()
+		st.startSpare()
 		return
 	}
 	g.waiters, g.restart = waiters, true
@@ -416,6 +417,7 @@ func (st *state) startFailed(g *gen, reason error) {
 		st.emit(Event{Kind: EventRolledBack, Gen: st.serving.Generation, Err: err})
 		st.upstream(graceful.NotifyReady, graceful.NotifyStatus(st.statusLine()))
 		st.runPending()
+		st.startSpare() // the restart dismissed the one there was
 		return
 	}
 	err := fmt.Errorf("%w: %w, and no generation serves", ErrRestartFailed, reason)
