@@ -8,15 +8,19 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gracefulfd/graceful/graceful/internal/fdpass"
 )
 
 // SpareEnv names the descriptor of a process that a supervisor started as
 // a spare: a successor started in advance, which waits before it takes the
 // set over until the supervisor says its turn has come (for
 // graceful-supervisor, when the serving generation has died). The
-// exchange on that unix socket is one byte each way: the spare writes 'W'
-// once it waits, the supervisor writes 'G' when the turn comes, and
-// closing it instead dismisses the spare.
+// descriptor is a unix socket whose peer is the spare's parent, running
+// as the same user (anything else is an error, not a wait). The exchange
+// on it is one byte each way: the spare writes 'W' once it waits, the
+// supervisor writes 'G' when the turn comes, and closing it instead
+// dismisses the spare.
 const SpareEnv = "GRACEFUL_SPARE_FD"
 
 // ErrSpareDismissed means this process was started as a spare (SpareEnv)
@@ -27,6 +31,8 @@ var ErrSpareDismissed = errors.New("spare dismissed before its turn came")
 var (
 	turnOnce sync.Once
 	turnErr  error
+	// spareParent is the process that may hold a spare back.
+	spareParent = os.Getppid
 )
 
 // awaitTurn, in a process started as a spare, tells the supervisor that
@@ -50,6 +56,16 @@ func waitForTurn() error {
 	}
 	if _, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
 		return fmt.Errorf("%s=%d: not a socket: %w", SpareEnv, fd, err)
+	}
+	// Only the process that started this one may hold it back: a variable
+	// left in an environment by mistake, naming some other socket, must
+	// not make Receive wait for ever.
+	cred, err := fdpass.NewBlocking(fd).PeerCred()
+	if err != nil {
+		return fmt.Errorf("%s=%d: %w", SpareEnv, fd, err)
+	}
+	if parent := spareParent(); cred.UID != os.Geteuid() || (cred.PID > 0 && cred.PID != parent) {
+		return fmt.Errorf("%s=%d: its peer (pid %d, uid %d) is not this process's parent (pid %d) as this user", SpareEnv, fd, cred.PID, cred.UID, parent)
 	}
 	defer unix.Close(fd)
 	unix.CloseOnExec(fd)

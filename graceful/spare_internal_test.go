@@ -14,13 +14,19 @@ import (
 var _ = ginkgo.Describe("a process started as a spare (SpareEnv)", func() {
 	// spare makes the socket pair of a spare, with the spare's end named
 	// in SpareEnv, and returns the supervisor's end.
-	spare := func() int {
+	ginkgo.BeforeEach(func() {
+		// The specs make the pair in this process, which plays the parent.
+		saved := spareParent
+		ginkgo.DeferCleanup(func() { spareParent = saved })
+		spareParent = os.Getpid
+	})
+	spare := func() (ours, theirs int) {
 		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		gomega.Expect(err).NotTo(gomega.HaveOccurred())
 		ginkgo.DeferCleanup(unix.Close, pair[0])
 		ginkgo.DeferCleanup(os.Unsetenv, SpareEnv)
 		gomega.Expect(os.Setenv(SpareEnv, strconv.Itoa(pair[1]))).To(gomega.Succeed())
-		return pair[0]
+		return pair[0], pair[1]
 	}
 	waiting := func(ours int) {
 		var b [1]byte
@@ -34,7 +40,7 @@ var _ = ginkgo.Describe("a process started as a spare (SpareEnv)", func() {
 	})
 
 	ginkgo.It("says it waits, and goes on when its turn comes; the variable and the descriptor are gone", func() {
-		ours := spare()
+		ours, _ := spare()
 		done := make(chan error, 1)
 		go func() { done <- waitForTurn() }()
 		waiting(ours)
@@ -49,7 +55,7 @@ var _ = ginkgo.Describe("a process started as a spare (SpareEnv)", func() {
 
 	ginkgo.DescribeTable("is dismissed when the supervisor closes its end, or says anything but 'G'",
 		func(say []byte) {
-			ours := spare()
+			ours, _ := spare()
 			done := make(chan error, 1)
 			go func() { done <- waitForTurn() }()
 			waiting(ours)
@@ -64,6 +70,16 @@ var _ = ginkgo.Describe("a process started as a spare (SpareEnv)", func() {
 		ginkgo.Entry("closed", nil),
 		ginkgo.Entry("another byte", []byte{'X'}),
 	)
+
+	ginkgo.It("fails at once, without waiting, when the socket's peer is not this process's parent", func() {
+		_, theirs := spare()
+		spareParent = func() int { return 1 }
+		gomega.Expect(waitForTurn()).To(gomega.MatchError(gomega.MatchRegexp(
+			`GRACEFUL_SPARE_FD=\d+: its peer \(pid %d, uid \d+\) is not this process's parent \(pid 1\) as this user`, os.Getpid())))
+		// Not the spare's: left open, as any descriptor the process did
+		// not know to be its own.
+		gomega.Expect(unix.Close(theirs)).To(gomega.Succeed())
+	})
 
 	ginkgo.DescribeTable("fails at once, without waiting, when the variable names no socket",
 		func(value func() string, msg string) {
