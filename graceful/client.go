@@ -79,9 +79,8 @@ var defaultClient Client
 // acknowledgement): either way the set is the caller's, and the caller
 // should serve with it. Any other error means no descriptor reached cb.
 //
-// In a process a supervisor started as a spare (SpareEnv), the first
-// Receive first waits, without a deadline, until the supervisor says that
-// its turn has come, and fails with ErrSpareDismissed if it never comes.
+// In a process a supervisor started as a spare (SpareEnv), Receive first
+// waits for its turn (AwaitTurn).
 func Receive(addr string, cb ReceiveCallback) error { return defaultClient.Receive(addr, cb) }
 
 // ReceiveFrom receives one set of descriptors on conn, which must be a
@@ -111,8 +110,12 @@ func Dial(addr string) (*net.UnixConn, error) { return defaultClient.Dial(addr) 
 
 // Dial connects to the unix socket at addr (a path, or "@name"), within
 // the client's timeout. It does not check the peer: ReceiveFrom and the
-// Send functions do.
+// Send functions do. In a process started as a spare, the first Dial
+// waits for its turn first, as Receive does (see AwaitTurn).
 func (c *Client) Dial(addr string) (*net.UnixConn, error) {
+	if err := AwaitTurn(); err != nil {
+		return nil, opError("dial", addr, err)
+	}
 	conn, err := c.dial(addr)
 	return conn, opError("dial", addr, err)
 }
@@ -142,7 +145,7 @@ func noServer(err error) error {
 // Receive is like the package's Receive, with c's settings.
 func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 	log := logger{c.Logger}
-	if err := awaitTurn(); err != nil {
+	if err := AwaitTurn(); err != nil {
 		return c.result("receive", addr, 0, err)
 	}
 	deadline := time.Now().Add(sessionTimeout(c.SessionTimeout, c.Timeout))

@@ -172,8 +172,8 @@
 // LISTEN_FDS-style variables on to the new generation's children.
 //
 // A supervisor may start the next generation in advance, as a spare
-// (SpareEnv): its first Receive then waits, without a deadline, until the
-// supervisor says its turn has come, and fails with ErrSpareDismissed if
-// it never does. A program that may run as a spare calls Receive before
-// it does anything that only one instance may do.
+// (SpareEnv): its first Receive or Dial then waits (AwaitTurn), without a
+// deadline, until the supervisor says its turn has come, and fails with
+// ErrSpareDismissed if it never does. A program that may run as a spare
+// takes over before it does anything that only one instance may do.
 package graceful

@@ -35,11 +35,15 @@ var (
 	spareParent = os.Getppid
 )
 
-// awaitTurn, in a process started as a spare, tells the supervisor that
-// it waits and blocks, without a deadline, until its turn comes; at once
-// otherwise. Only the first call waits: the variable is unset and the
-// descriptor closed, so that no child inherits them.
-func awaitTurn() error {
+// AwaitTurn, in a process a supervisor started as a spare (SpareEnv),
+// tells the supervisor that it waits, and blocks without a deadline until
+// the supervisor says its turn has come (nil) or dismisses it
+// (ErrSpareDismissed: the process should exit); elsewhere it returns nil
+// at once. Only the first call waits, and every later one returns what
+// it returned: the variable is unset and the descriptor closed, so that
+// no child inherits them. Receive and Dial call it; a program that takes
+// its predecessor's descriptors over in another way calls it first.
+func AwaitTurn() error {
 	turnOnce.Do(func() { turnErr = waitForTurn() })
 	return turnErr
 }

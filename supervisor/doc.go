@@ -99,8 +99,9 @@
 //
 // With Config.Spare (and Config.Handoff), the supervisor keeps the next
 // generation started in advance while one serves: a spare, started with
-// graceful.SpareEnv naming a socket, whose first graceful.Receive says it
-// waits and blocks until the supervisor says its turn has come. When the
+// graceful.SpareEnv naming a socket, whose first graceful.Receive or Dial
+// (graceful.AwaitTurn) says it waits and blocks until the supervisor says
+// its turn has come. When the
 // serving generation dies, the supervisor places the store at the
 // hand-off socket and tells the spare: the recovery is a hand-off to a
 // program already running, without the start of a process, which is
@@ -114,7 +115,8 @@
 // The price is an idle process, and the code before its first Receive
 // runs while the serving generation serves: it must not take what only
 // one instance may hold. A program that does not wait as a spare (it does
-// not call graceful's Receive first, nor honour graceful.SpareEnv) takes
+// not call graceful's Receive, Dial or AwaitTurn first, nor honour
+// graceful.SpareEnv) takes
 // the set from the serving generation at once, as a restart would; the
 // supervisor treats that as a restart that took over, logs why, and
 // starts no more spares.

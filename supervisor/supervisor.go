@@ -126,18 +126,18 @@ type Config struct {
 	// for the last event.
 	Events func(Event)
 	// Spare keeps the next generation started in advance while one
-	// serves, waiting in graceful.Receive until its turn comes, so that
-	// after a crash the program is already running: the recovery is a
-	// hand-off, without the start of a process. It costs an idle process.
-	// It needs Handoff, and a program whose first graceful.Receive comes
-	// before anything that another instance must not do at the same time
-	// (bind a port of its own, write a pid file): code before it runs in
-	// the spare too, while the serving generation serves. A restart
-	// dismisses the spare and starts the program afresh. A program that
-	// does not wait (neither graceful's Go Receive nor an implementation
-	// that honours graceful.SpareEnv) takes over from the serving
-	// generation as a restart would; the supervisor then treats it as one
-	// and starts no more spares.
+	// serves, waiting in graceful.Receive or Dial (graceful.AwaitTurn)
+	// until its turn comes, so that after a crash the program is already
+	// running: the recovery is a hand-off, without the start of a
+	// process. It costs an idle process. It needs Handoff, and a program
+	// that takes over before anything another instance must not do at
+	// the same time (bind a port of its own, write a pid file): code
+	// before that runs in the spare too, while the serving generation
+	// serves. A restart dismisses the spare and starts the program afresh.
+	// A program that does not wait (neither graceful's Go Receive, Dial or
+	// AwaitTurn nor an implementation that honours graceful.SpareEnv)
+	// takes over from the serving generation as a restart would; the
+	// supervisor then treats it as one and starts no more spares.
 	Spare bool
 }
 

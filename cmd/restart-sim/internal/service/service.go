@@ -126,6 +126,10 @@ func Start(cfg Config) (*Service, error) {
 // did; without a hand-off path or anything stored there is none to wait
 // for.
 func (s *Service) AwaitStandby(d time.Duration) bool {
+	// Status runs on the supervisor's own goroutine, after what it does
+	// once a generation is ready (the next start's pipes, made in
+	// advance): those descriptors are counted at the start too.
+	s.sup.Status()
 	if s.cfg.Handoff == "" || !s.cfg.CrashSafety {
 		return false
 	}
