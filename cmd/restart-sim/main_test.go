@@ -268,6 +268,34 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 		Expect(r.Fds.Flat).To(BeTrue(), "%+v", r.Fds)
 	})
 
+	It("with -spare, recovers from crashes through the spare, under load, with no refused connection", func() {
+		session, jsonPath := start("-restarts", "2", "-interval", "100ms", "-baseline", "300ms",
+			"-concurrency", "2", "-faults", "sigkill,panic", "-spare", "-verbose")
+		Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
+		Expect(session.Out).To(gbytes.Say(`crashes 2, recovered 2, crash safety on, with a spare`))
+		Expect(session.Err).To(gbytes.Say(`spare takes over`))
+
+		r := readReport(jsonPath)
+		Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
+		Expect(r.Config.Spare).To(BeTrue())
+		Expect(r.Restarts.Recovered).To(Equal(2))
+		gen := map[int]report.Generation{}
+		for _, g := range r.Generations {
+			gen[g.Gen] = g
+		}
+		for _, a := range r.Restarts.Attempts {
+			if a.Fault != "" {
+				Expect(a.OK).To(BeTrue(), "%+v", a)
+				Expect(gen[a.From].Outcome).To(Equal(report.Crashed))
+				Expect(gen[a.Gen].Served).NotTo(BeEmpty(), "the spare that took over served")
+			}
+		}
+		for _, l := range r.Loads {
+			Expect(l.FailedBy).NotTo(HaveKey("refused"), l.Name)
+		}
+		Expect(r.Fds.Flat).To(BeTrue(), "%+v", r.Fds)
+	})
+
 	It("without crash safety, reports the connections refused while a crashed generation was replaced", func() {
 		// Three crashes under 8 clients a load: a replacement binds within
 		// a few milliseconds, and a refusal needs a connection in that gap.

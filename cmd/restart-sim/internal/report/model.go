@@ -79,6 +79,9 @@ type Config struct {
 	// CrashSafety: the supervisor kept the descriptors the service stored
 	// with it, and handed them to the generation it started after a crash.
 	CrashSafety bool `json:"crash_safety"`
+	// Spare: the supervisor kept the next generation started in advance,
+	// and a crash was recovered by it.
+	Spare bool `json:"spare,omitempty"`
 }
 
 // Phases gives the boundaries of the run, in seconds since it started.

@@ -99,6 +99,9 @@ func (r *Report) writeRestarts(p *printer, verbose bool) {
 		if !r.Config.CrashSafety {
 			safety = "OFF"
 		}
+		if r.Config.Spare {
+			safety += ", with a spare"
+		}
 		p.printf("          crashes %d, recovered %d, crash safety %s: recovery %s (death to the next generation serving)\n",
 			rs.Crashes, rs.Recovered, safety, summary(rs.RecoveryMs))
 	}

@@ -41,9 +41,12 @@ type Config struct {
 	// CrashSafety keeps the descriptors generations store with the
 	// supervisor; false turns the store off.
 	CrashSafety bool
-	Output      io.Writer // the generations' output; nil discards it
-	Log         io.Writer // the supervisor's warnings and errors; nil discards them
-	Verbose     bool      // all of the supervisor's messages to Log
+	// Spare keeps the next generation started in advance, waiting for a
+	// crash (supervisor.Config.Spare).
+	Spare   bool
+	Output  io.Writer // the generations' output; nil discards it
+	Log     io.Writer // the supervisor's warnings and errors; nil discards them
+	Verbose bool      // all of the supervisor's messages to Log
 }
 
 // Gen is what happened to one generation.
@@ -97,7 +100,7 @@ func Start(cfg Config) (*Service, error) {
 	sup, err := supervisor.New(supervisor.Config{
 		Path: cfg.Path, Args: cfg.Args, Env: cfg.Env, Dir: cfg.Dir, Handoff: cfg.Handoff,
 		ReadyTimeout: cfg.ReadyTimeout, StopTimeout: cfg.StopTimeout, FdStoreMax: store,
-		ReapOrphans: true, Stdout: cfg.Output, Stderr: cfg.Output,
+		ReapOrphans: true, Stdout: cfg.Output, Stderr: cfg.Output, Spare: cfg.Spare,
 		Logger: slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level})),
 		Events: s.note,
 	})
@@ -121,7 +124,8 @@ func Start(cfg Config) (*Service, error) {
 
 // AwaitStandby waits, at most d, until the supervisor has bound its
 // standby hand-off socket (supervisor.Status.Standby), which it does
-// once a generation stored descriptors, so that descriptor counts taken
+// once a generation stored descriptors, and, with a spare, until the
+// spare waits, so that descriptor counts taken
 // before and after a run compare like with like. It reports whether it
 // did; without a hand-off path or anything stored there is none to wait
 // for.
@@ -139,7 +143,7 @@ func (s *Service) AwaitStandby(d time.Duration) bool {
 		if !ok || len(st.Stored) == 0 {
 			return false
 		}
-		if st.Standby {
+		if st.Standby && (!s.cfg.Spare || st.SpareWaiting) {
 			return true
 		}
 		if time.Now().After(deadline) {

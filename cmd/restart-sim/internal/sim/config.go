@@ -67,6 +67,7 @@ type Config struct {
 	Progress       time.Duration // a progress line this often on stderr; 0: none
 	Defect         string        // build the demo service with this bug (generation.Defects): a self-test
 	CrashSafety    bool          // the supervisor keeps the descriptors the service stores with it
+	Spare          bool          // the supervisor keeps a spare generation waiting (supervisor.Config.Spare)
 
 	// A service of the user's (the command after --) instead of the demo.
 	Command    []string
@@ -150,6 +151,7 @@ func Parse(args []string, out io.Writer) (Config, error) {
 	fs.DurationVar(&cfg.Progress, "progress", cfg.Progress, "print a progress line this often on stderr (0: never)")
 	fs.StringVar(&cfg.Defect, "defect", "", "self-test: build the demo service with one bug that the verdict must catch: "+strings.Join(generation.Defects, ", "))
 	fs.BoolVar(&cfg.CrashSafety, "crash-safety", cfg.CrashSafety, "the supervisor keeps the descriptors the service stores with it (FDSTORE) for the generation it starts after a crash")
+	fs.BoolVar(&cfg.Spare, "spare", false, "the supervisor keeps the next generation started in advance, waiting for a crash (graceful-supervisor -spare); for your service, needs -handoff")
 	fs.StringVar(&cfg.HTTPURL, "http", "", "your service: GET this http:// URL on loopback")
 	fs.IntVar(&cfg.HTTPStatus, "http-status", cfg.HTTPStatus, "your service: the status every -http answer must have")
 	fs.StringVar(&cfg.TCPAddr, "tcp", "", "your service: a TCP echo address on loopback (a new connection per line)")
@@ -327,7 +329,7 @@ func (c Config) reportConfig() report.Config {
 		Concurrency: c.Concurrency, RatePerClient: c.Rate, RequestTimeoutMs: ms(c.RequestTimeout),
 		ReadyTimeoutMs: ms(c.ReadyTimeout), Loads: c.Loads, Faults: c.Faults,
 		LatencyTarget: c.LatencyTarget, FailOnLatency: c.FailOnLatency, Defect: c.Defect,
-		Command: slices.Clone(c.Command), CrashSafety: c.CrashSafety,
+		Command: slices.Clone(c.Command), CrashSafety: c.CrashSafety, Spare: c.Spare,
 	}
 }
 

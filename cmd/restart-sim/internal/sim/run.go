@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Result, error) {
 	r := &runner{cfg: cfg, origin: origin, out: stderr, faultOf: map[int]string{}, fdsAtReady: map[int]int{}}
 	svcCfg := service.Config{
 		Dir: filepath.Join(dir, "supervisor"), ReadyTimeout: cfg.ReadyTimeout, StopTimeout: 2 * cfg.StepTimeout,
-		CrashSafety: cfg.CrashSafety, Output: stderr, Log: stderr, Verbose: cfg.Verbose,
+		CrashSafety: cfg.CrashSafety, Spare: cfg.Spare, Output: stderr, Log: stderr, Verbose: cfg.Verbose,
 	}
 	var tg targets
 	if cfg.demo() {
