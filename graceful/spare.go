@@ -78,9 +78,10 @@ func waitForTurn() error {
 	if err := unix.SetNonblock(fd, false); err != nil {
 		return os.NewSyscallError("fcntl", err)
 	}
-	if err := retryIntr(func() error { _, err := unix.Write(fd, []byte{'W'}); return err }); err != nil {
-		return fmt.Errorf("%w: %w", ErrSpareDismissed, os.NewSyscallError("write", err))
-	}
+	// The supervisor may have said 'G' and closed its end before this
+	// process got here (a crash soon after the spare started): the write
+	// fails then, and the 'G' is read all the same.
+	retryIntr(func() error { _, err := unix.Write(fd, []byte{'W'}); return err })
 	var b [1]byte
 	var n int
 	err = retryIntr(func() (err error) { n, err = unix.Read(fd, b[:]); return err })

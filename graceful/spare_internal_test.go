@@ -53,6 +53,14 @@ var _ = ginkgo.Describe("a process started as a spare (SpareEnv)", func() {
 		// The suite's leak check finds the spare's end closed.
 	})
 
+	ginkgo.It("goes on when its turn came, and the supervisor closed its end, before it waited", func() {
+		ours, _ := spare()
+		_, err := unix.Write(ours, []byte{'G'})
+		gomega.Expect(err).NotTo(gomega.HaveOccurred())
+		gomega.Expect(unix.Shutdown(ours, unix.SHUT_RDWR)).To(gomega.Succeed()) // writing 'W' fails now
+		gomega.Expect(waitForTurn()).To(gomega.Succeed())
+	})
+
 	ginkgo.DescribeTable("is dismissed when the supervisor closes its end, or says anything but 'G'",
 		func(say []byte) {
 			ours, _ := spare()

@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"github.com/onsi/gomega/gbytes"
+	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/internal/svctest"
 	"github.com/gracefulfd/graceful/supervisor"
@@ -106,6 +107,29 @@ var _ = Describe("a spare (Config.Spare)", func() {
 		Expect(addr(g3)).To(Equal(addr(g1)))
 		Expect(r.events.one(supervisor.EventStarted, 3).Gen.PID).To(Equal(g3.PID))
 		r.spareWaiting(4)
+	})
+
+	It("takes over when its turn came before it waited: a spare slow to start reads the turn the supervisor wrote", func() {
+		handoff := filepath.Join(GinkgoT().TempDir(), "handoff.sock")
+		fifo := filepath.Join(GinkgoT().TempDir(), "fifo")
+		Expect(unix.Mkfifo(fifo, 0o600)).To(Succeed())
+		r := startMode("receive-after "+fifo, supervisor.Config{Handoff: handoff, Spare: true}, "-fdstore", "-handoff", handoff)
+		Eventually(r.out).Should(gbytes.Say(`\[gen 1\] taking over once the FIFO opens`))
+		openFIFO(fifo)
+		g1 := r.serving(1)
+		Eventually(func() []string { return r.status().Stored }).Should(Equal([]string{"tcp"}))
+
+		Eventually(r.out).Should(gbytes.Say(`\[gen 2\] taking over once the FIFO opens`))
+		sp := r.status().Spare
+		Expect(sp).NotTo(BeNil())
+		Expect(r.status().SpareWaiting).To(BeFalse())
+		sigkill(r, g1)
+		Eventually(func() []map[string]any { return r.logs.with("spare takes over") }).ShouldNot(BeEmpty())
+		r.mode("") // for the next spare, which starts once generation 2 is ready
+		openFIFO(fifo)
+		g2 := r.serving(2)
+		Expect(g2.PID).To(Equal(sp.PID))
+		Expect(addr(g2)).To(Equal(addr(g1)))
 	})
 
 	It("of a program that does not wait takes over as a restart would; the supervisor says so and starts no more spares", func() {

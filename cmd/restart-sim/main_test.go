@@ -345,27 +345,38 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 			Expect(r.Generations[len(r.Generations)-1].Outcome).To(Equal(report.Final))
 		})
 
-		It("restarts and crashes the Python demo service (example/python) with no refused connection", func() {
-			if _, err := exec.LookPath("python3"); err != nil {
-				Skip("python3 is not installed")
-			}
-			addr, err := freeTCP()
-			Expect(err).NotTo(HaveOccurred())
-			sock := filepath.Join(GinkgoT().TempDir(), "demo.sock")
-			demo, err := filepath.Abs("../../example/python/demo.py")
-			Expect(err).NotTo(HaveOccurred())
-			session, jsonPath := start("-restarts", "2", "-interval", "100ms", "-baseline", "300ms", "-concurrency", "2",
-				"-faults", "sigkill", "-handoff", sock, "-http", "http://"+addr+"/",
-				"--", "python3", demo, "--addr", addr, "--handoff", sock)
-			Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
-			r := readReport(jsonPath)
-			Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
-			Expect(r.Restarts.Done).To(Equal(2))
-			Expect(r.Restarts.Recovered).To(Equal(1))
-			for _, l := range r.Loads {
-				Expect(l.FailedBy).NotTo(HaveKey("refused"), l.Name)
-			}
-		})
+		DescribeTable("restarts and crashes the Python demo service (example/python) with no refused connection",
+			func(spare bool) {
+				if _, err := exec.LookPath("python3"); err != nil {
+					Skip("python3 is not installed")
+				}
+				addr, err := freeTCP()
+				Expect(err).NotTo(HaveOccurred())
+				sock := filepath.Join(GinkgoT().TempDir(), "demo.sock")
+				demo, err := filepath.Abs("../../example/python/demo.py")
+				Expect(err).NotTo(HaveOccurred())
+				args := []string{"-restarts", "2", "-interval", "100ms", "-baseline", "300ms", "-concurrency", "2",
+					"-faults", "sigkill", "-handoff", sock, "-http", "http://" + addr + "/"}
+				if spare {
+					args = append(args, "-spare", "-verbose")
+				}
+				session, jsonPath := start(append(args, "--", "python3", demo, "--addr", addr, "--handoff", sock)...)
+				Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
+				r := readReport(jsonPath)
+				Expect(r.Verdict.Pass).To(BeTrue(), "%v", r.Verdict.Problems)
+				Expect(r.Restarts.Done).To(Equal(2))
+				Expect(r.Restarts.Recovered).To(Equal(1))
+				for _, l := range r.Loads {
+					Expect(l.FailedBy).NotTo(HaveKey("refused"), l.Name)
+				}
+				if spare {
+					Expect(session.Err).To(gbytes.Say(`spare takes over`), "pygraceful's receive waits as a spare")
+					Expect(string(session.Err.Contents())).NotTo(ContainSubstring("spare took over unasked"))
+				}
+			},
+			Entry("without a spare", false),
+			Entry("with a spare (-spare): pygraceful waits for its turn", true),
+		)
 
 		It("fails the run when the service answers with another status than -http-status", func() {
 			r := run(1, "-restarts", "1", "-interval", "100ms", "-baseline", "200ms", "-concurrency", "1", "-http-status", "204")

@@ -638,6 +638,72 @@ def _fail_session(conn: Conn, err: GracefulError, timeout: float) -> None:
 
 
 # ---------------------------------------------------------------------------
+# A spare (graceful-supervisor -spare; not part of the wire protocol).
+
+SPARE_ENV = "GRACEFUL_SPARE_FD"
+_turn: list[GracefulError | None] = []  # the first await_turn's outcome
+
+
+def await_turn() -> None:
+    """In a process a supervisor started as a spare, wait for its turn.
+
+    GRACEFUL_SPARE_FD names a unix socket whose peer is this process's
+    parent, as this user: write b"W", then block without a deadline until
+    the supervisor writes b"G" (return) or closes it (GracefulError
+    "OTHER", "spare dismissed": exit). Anything else about the variable is
+    an error at once. Only the first call waits; the variable is removed
+    and the descriptor closed, so that children inherit neither. receive()
+    calls it.
+    """
+    if not _turn:
+        try:
+            _wait_for_turn()
+            _turn.append(None)
+        except GracefulError as e:
+            _turn.append(e)
+    if _turn[0] is not None:
+        raise _turn[0]
+
+
+def _wait_for_turn() -> None:
+    value = os.environ.pop(SPARE_ENV, None)
+    if value is None:
+        return
+    if not value.isdigit():
+        raise _fail("OTHER", f"{SPARE_ENV}={value!r}: not a descriptor")
+    fd = int(value)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise _fail("OTHER", f"{SPARE_ENV}={fd}: not a socket: {e}") from None
+    try:
+        if sock.family != socket.AF_UNIX:
+            raise _fail("OTHER", f"{SPARE_ENV}={fd}: not a unix socket")
+        cred = peer_cred(sock)
+        if cred.uid != os.geteuid() or cred.pid != os.getppid():
+            raise _fail("OTHER", f"{SPARE_ENV}={fd}: its peer (pid {cred.pid}, uid {cred.uid}) "
+                        f"is not this process's parent (pid {os.getppid()}) as this user")
+    except GracefulError:
+        sock.detach()  # not the spare's: left as it was
+        raise
+    with sock:
+        sock.set_inheritable(False)
+        sock.setblocking(True)
+        try:
+            # The supervisor may have said b"G" and closed its end before
+            # this process got here: the write fails, the b"G" is read.
+            sock.sendall(b"W")
+        except OSError:
+            pass
+        try:
+            got = sock.recv(1)
+        except OSError as e:
+            raise _fail("OTHER", f"spare dismissed before its turn came: {e}") from None
+        if got != b"G":
+            raise _fail("OTHER", "spare dismissed before its turn came")
+
+
+# ---------------------------------------------------------------------------
 # Receiver.
 
 
@@ -784,8 +850,10 @@ def receive(path: str, handler: Handler, *, timeout: float = DEFAULT_TIMEOUT,
     default, or authorize). A sender that answers BUSY is asked again on a
     new connection, with a short back-off, until the session deadline
     (AUTH-10). session_timeout bounds the whole, 3 * timeout by default
-    (LIM-1). Returns the count of descriptors handed over.
+    (LIM-1). Returns the count of descriptors handed over. A spare waits
+    for its turn first (await_turn).
     """
+    await_turn()
     end = time.monotonic() + (session_timeout if session_timeout is not None else 3 * timeout)
     pause = 0.001
     while True:

@@ -968,5 +968,87 @@ class VacateTest(unittest.TestCase):
         self.assertTrue(os.path.lexists(self.path))
 
 
+class SpareTest(FdTestCase):
+    """await_turn: a process a supervisor started as a spare waits for its turn."""
+
+    def setUp(self):
+        super().setUp()
+        pg._turn.clear()
+        self.addCleanup(pg._turn.clear)
+        self.addCleanup(os.environ.pop, pg.SPARE_ENV, None)
+        # The pair is made here: this process plays the parent.
+        patch = unittest.mock.patch.object(pg.os, "getppid", os.getpid)
+        patch.start()
+        self.addCleanup(patch.stop)
+
+    def spare(self) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        os.environ[pg.SPARE_ENV] = str(theirs.detach())
+        return ours
+
+    def test_goes_on_when_its_turn_comes(self):
+        ours = self.spare()
+        done: queue.Queue = queue.Queue()
+        t = threading.Thread(target=lambda: done.put(pg.await_turn()))
+        t.start()
+        self.assertEqual(ours.recv(1), b"W")
+        self.assertTrue(done.empty(), "went on before its turn")
+        ours.sendall(b"G")
+        t.join(10)
+        self.assertIsNone(done.get_nowait())
+        self.assertNotIn(pg.SPARE_ENV, os.environ)
+        ours.close()
+        self.assertNoLeak()
+        pg.await_turn()  # once only: no second wait
+
+    def test_goes_on_when_its_turn_came_before_it_waited(self):
+        ours = self.spare()
+        ours.sendall(b"G")
+        ours.close()  # the write of b"W" fails now
+        pg.await_turn()
+        self.assertNoLeak()
+
+    def test_dismissed_when_the_supervisor_closes(self):
+        ours = self.spare()
+        errors: queue.Queue = queue.Queue()
+
+        def wait():
+            try:
+                pg.await_turn()
+            except pg.GracefulError as e:
+                errors.put(e)
+
+        t = threading.Thread(target=wait)
+        t.start()
+        self.assertEqual(ours.recv(1), b"W")
+        ours.close()
+        t.join(10)
+        self.assertIn("spare dismissed before its turn came", str(errors.get_nowait()))
+        with self.assertRaisesRegex(pg.GracefulError, "spare dismissed"):
+            pg.await_turn()  # the same outcome again
+        self.assertNoLeak()
+
+    def test_refuses_a_socket_whose_peer_is_not_its_parent(self):
+        ours = self.spare()
+        theirs = int(os.environ[pg.SPARE_ENV])
+        with unittest.mock.patch.object(pg.os, "getppid", lambda: 1):
+            with self.assertRaisesRegex(pg.GracefulError, r"its peer \(pid \d+, uid \d+\) is not this process's parent \(pid 1\)"):
+                pg.await_turn()
+        os.fstat(theirs)  # left open: not the spare's
+        os.close(theirs)
+        ours.close()
+        self.assertNoLeak()
+
+    def test_refuses_what_is_no_descriptor_at_once(self):
+        os.environ[pg.SPARE_ENV] = "three"
+        with self.assertRaisesRegex(pg.GracefulError, "not a descriptor"):
+            pg.await_turn()
+
+    def test_no_wait_without_the_variable(self):
+        pg.await_turn()
+        self.assertNoLeak()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -21,6 +21,8 @@
 //	                   only once a writer has opened the FIFO
 //	hold-handoff FIFO  told to stop, keep serving the hand-off socket until
 //	                   a writer has opened the FIFO
+//	receive-after FIFO take over only once a writer has opened the FIFO
+//	                   (a spare that is slow to start)
 //	no-spare           started as a spare, do not wait for the turn: take
 //	                   over at once (a program that ignores
 //	                   GRACEFUL_SPARE_FD)
@@ -95,8 +97,12 @@ func run(addr, handoff string, fdstore, storeGraceful bool, modeFile string, exi
 		os.Exit(3)
 	}
 
-	if mode == "no-spare" {
+	switch mode {
+	case "no-spare":
 		os.Unsetenv(graceful.SpareEnv)
+	case "receive-after":
+		fmt.Println("taking over once the FIFO opens")
+		waitForWriter(arg)
 	}
 	var ln net.Listener
 	var err error
