@@ -256,6 +256,13 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	for i := range st.Retiring {
 		gen("retiring", &st.Retiring[i])
 	}
+	if st.Spare != nil {
+		state := "starting"
+		if st.SpareWaiting {
+			state = "waiting for its turn"
+		}
+		fmt.Fprintf(stdout, "spare: generation %d, pid %d, %s\n", st.Spare.N, st.Spare.PID, state)
+	}
 	fmt.Fprintf(stdout, "stored: %d descriptors %v\n", len(st.Stored), st.Stored)
 	fmt.Fprintf(stdout, "restarts: %d took over, %d failed; crashes: %d; orphans reaped: %d\n",
 		st.Restarts, st.Failed, st.Crashes, st.Orphans)

@@ -90,6 +90,9 @@ var _ = Describe("graceful-supervisor", func() {
 			}
 			return false
 		}).WithTimeout(30*time.Second).Should(BeTrue(), "no spare waits")
+		st := runCmd(exec.Command(gs, "status", "-dir", filepath.Join(dir, "run")))
+		Eventually(st).WithTimeout(30 * time.Second).Should(gexec.Exit(0))
+		Expect(st.Out).To(gbytes.Say(fmt.Sprintf(`spare: generation 2, pid %d, waiting for its turn`, spare.PID)))
 		Expect(syscall.Kill(g1.PID, syscall.SIGKILL)).To(Succeed())
 		g2 := serving(filepath.Join(dir, "run"), 2)
 		Expect(g2.PID).To(Equal(spare.PID))
