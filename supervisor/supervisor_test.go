@@ -332,6 +332,22 @@ var _ = Describe("a supervisor", func() {
 			Eventually(func() []map[string]any { return r.logs.with("store socket: session failed") }).ShouldNot(BeEmpty())
 		})
 
+		It("serves one store connection at a time, and one that stalls holds the socket for one step (5 s) at most", func() {
+			r := startMode("store-stall", supervisor.Config{}, "-store-graceful")
+			g1 := r.serving(1)
+			Eventually(r.out).Should(gbytes.Say(`\[gen 1\] stalling the store socket`))
+
+			By("restarting: generation 2 stores over the graceful protocol behind generation 1's silent connection")
+			r.mode("")
+			g2, err := restart(r)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(r.logs.with("store socket: session failed")).To(ContainElement(And(
+				HaveKeyWithValue("pid", BeEquivalentTo(g1.PID)),
+				HaveKeyWithValue("err", MatchError(ContainSubstring("timeout")))),
+			))
+			Expect(r.logs.with("descriptors stored")).To(ContainElement(HaveKeyWithValue("gen", BeEquivalentTo(g2.N))))
+		})
+
 		It("hands stored descriptors to the generation only: its children see neither LISTEN_* nor the descriptors", func() {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			Expect(err).NotTo(HaveOccurred())

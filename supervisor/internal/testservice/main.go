@@ -21,6 +21,8 @@
 //	                   only once a writer has opened the FIFO
 //	hold-handoff FIFO  told to stop, keep serving the hand-off socket until
 //	                   a writer has opened the FIFO
+//	store-stall        after storing (-store-graceful), open a second
+//	                   connection to the store socket and never speak on it
 //	receive-after FIFO take over only once a writer has opened the FIFO
 //	                   (a spare that is slow to start)
 //	no-spare           started as a spare, do not wait for the turn: take
@@ -140,6 +142,14 @@ func run(addr, handoff string, fdstore, storeGraceful bool, modeFile string, exi
 		if err := storeOverGraceful(ln); err != nil {
 			return err
 		}
+	}
+	if mode == "store-stall" {
+		c, err := graceful.Dial(os.Getenv("GRACEFUL_STORE"))
+		if err != nil {
+			return err
+		}
+		defer c.Close() // held, silent, until this process stops
+		fmt.Println("stalling the store socket")
 	}
 	switch mode {
 	case "unstore":
