@@ -144,15 +144,20 @@ func (s *Server) ListenAndServe(addr string) error {
 	}
 }
 
-// listen creates the socket at addr unless the Server is closed. A Close
-// that comes once the socket is in place makes serve close it.
+// listen creates the socket at addr unless the Server is closed, and
+// makes it the Server's at once: a Close that comes before serve begins
+// closes it, so that nothing listens once Close has returned.
 func (s *Server) listen(addr string) (*net.UnixListener, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrServerClosed
 	}
-	return listen(addr)
+	ln, err := listen(addr)
+	if err == nil {
+		s.ln, s.addr = ln, addr
+	}
+	return ln, err
 }
 
 // Serve accepts receivers on ln until Close, and closes ln then. It

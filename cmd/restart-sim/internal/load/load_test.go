@@ -134,15 +134,22 @@ var _ = Describe("the generators", func() {
 	Describe("streams", func() {
 		// serveStreams answers stream frames; with forget, the server
 		// forgets the connection's state after frame 2, as a hand-off
-		// that lost the metadata would.
+		// that lost the metadata would. accepted gets a value for every
+		// connection accepted.
+		var accepted chan struct{}
 		serveStreams := func(forget bool) net.Listener {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			Expect(err).NotTo(HaveOccurred())
+			accepted = make(chan struct{}, 64)
 			go func() {
 				for {
 					c, err := ln.Accept()
 					if err != nil {
 						return
+					}
+					select {
+					case accepted <- struct{}{}:
+					default:
 					}
 					go func() {
 						defer c.Close()
@@ -182,6 +189,9 @@ var _ = Describe("the generators", func() {
 			l, err := load.NewStream(config(1, 20), ln.Addr().String())
 			Expect(err).NotTo(HaveOccurred())
 			Expect(l.Connect(context.Background())).To(Succeed())
+			// A connection the kernel completed but nobody accepted yet
+			// would be reset by the Close.
+			Eventually(accepted).Should(Receive())
 			Expect(ln.Close()).To(Succeed())
 			res := runFor(l, 10*time.Second)
 			Expect(res.FailedBy).To(HaveKeyWithValue("refused", int64(20)))
