@@ -342,7 +342,9 @@ func (s *Server) handle(c net.Conn, w ResponseWriter) {
 }
 
 // Close stops accepting, ends sessions in progress and waits for them
-// (but not for a Done that calls Close). Calling it again does nothing.
+// (but not for a Done that calls Close). Once it returns, nothing listens
+// on the Server's socket, even when ListenAndServe had only just created
+// it. Calling it again does nothing.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	var err error
