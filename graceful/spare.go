@@ -74,30 +74,15 @@ func waitForTurn() error {
 	defer unix.Close(fd)
 	unix.CloseOnExec(fd)
 	// One thread waits in read, once in the process's life: the kernel
-	// wakes it at once, with no trip through Go's poller.
-	if err := unix.SetNonblock(fd, false); err != nil {
-		return os.NewSyscallError("fcntl", err)
-	}
-	// The supervisor may have said 'G' and closed its end before this
-	// process got here (a crash soon after the spare started): the write
-	// fails then, and the 'G' is read all the same.
-	retryIntr(func() error { _, err := unix.Write(fd, []byte{'W'}); return err })
-	var b [1]byte
-	var n int
-	err = retryIntr(func() (err error) { n, err = unix.Read(fd, b[:]); return err })
+	// wakes it at once, with no trip through Go's poller. The supervisor
+	// may have said 'G' and closed its end before this process got here
+	// (a crash soon after the spare started): it is read all the same.
+	got, ok, err := fdpass.TradeByte(fd, 'W')
 	switch {
 	case err != nil:
-		return fmt.Errorf("%w: %w", ErrSpareDismissed, os.NewSyscallError("read", err))
-	case n == 0 || b[0] != 'G':
+		return fmt.Errorf("%w: %w", ErrSpareDismissed, err)
+	case !ok || got != 'G':
 		return ErrSpareDismissed
 	}
 	return nil
-}
-
-func retryIntr(call func() error) error {
-	for {
-		if err := call(); err != unix.EINTR {
-			return err
-		}
-	}
 }

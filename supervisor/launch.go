@@ -4,9 +4,7 @@ package supervisor
 
 import (
 	"os"
-	"slices"
 	"strconv"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,41 +88,4 @@ func (st *state) dropLaunch() {
 		st.nextLaunch.close()
 		st.nextLaunch = nil
 	}
-}
-
-// watchHandoff probes the hand-off socket of g, which has just become
-// ready, until g answers there or ReadyTimeout passes, and records on
-// Run's goroutine that it does: a restart of g need not probe again (see
-// restartWhenHandoffAnswers). A predecessor that has not let go of the
-// path yet answers there too, for a while.
-func (st *state) watchHandoff(g *gen) {
-	s := st.s
-	path := s.cfg.Handoff
-	if path == "" {
-		return
-	}
-	pids := []int{g.PID, g.MainPID}
-	go func() {
-		deadline := time.Now().Add(s.cfg.ReadyTimeout)
-		tick := time.NewTicker(handoffProbeEvery)
-		defer tick.Stop()
-		for {
-			if pid, err := answeringPID(path); err == nil && slices.Contains(pids, pid) {
-				s.post(func() {
-					if st.serving == g && st.answeredBy(pid) == nil {
-						g.handoffAnswers = true
-					}
-				})
-				return
-			}
-			if time.Now().After(deadline) {
-				return
-			}
-			select {
-			case <-tick.C:
-			case <-s.quit:
-				return
-			}
-		}
-	}()
 }

@@ -21,11 +21,6 @@ import (
 // by closing its end of the socket, and a new spare is started once the
 // new generation serves. So is one after a crash recovery.
 
-// spareLink is the supervisor's end of a spare's socket.
-type spareLink struct {
-	conn *net.UnixConn
-}
-
 // startSpare starts a spare, when Config.Spare asks for one and a
 // generation serves without one.
 func (st *state) startSpare() {
@@ -47,22 +42,13 @@ func (st *state) startSpare() {
 		s.log.Warn("cannot start a spare", "err", err)
 		return
 	}
-	link := &spareLink{conn: c.(*net.UnixConn)}
-	st.next++
-	g := &gen{Generation: Generation{N: st.next, State: spare}, mainFd: -1, link: link}
-	l, err := st.takeLaunch(g.N)
-	if err == nil {
-		g.proc, err = startProcess(s, l, nil, nil, theirs)
-		l.close()
-	}
-	if err != nil {
-		st.next--
-		link.conn.Close()
-		s.log.Warn("cannot start a spare", "gen", g.N, "err", err)
+	turn := c.(*net.UnixConn)
+	g := &gen{Generation: Generation{State: spare}, mainFd: -1, turn: turn}
+	if err := st.launchGen(g, nil, nil, theirs); err != nil {
+		turn.Close()
+		s.log.Warn("cannot start a spare", "err", err)
 		return
 	}
-	g.PID, g.MainPID, g.Started = g.proc.pid, g.proc.pid, time.Now()
-	st.gens[g.N] = g
 	st.spare = g
 	s.log.Info("spare started", "gen", g.N, "pid", g.PID)
 	st.emit(Event{Kind: EventSpare, Time: g.Started, Gen: g.Generation})
@@ -70,7 +56,7 @@ func (st *state) startSpare() {
 		// 'W' once the spare waits in graceful.Receive; nothing (the end)
 		// if it exits first.
 		var b [1]byte
-		if n, _ := link.conn.Read(b[:]); n == 1 && b[0] == 'W' {
+		if n, _ := turn.Read(b[:]); n == 1 && b[0] == 'W' {
 			s.post(func() { g.spareWaiting = true })
 		}
 	}()
@@ -85,9 +71,9 @@ func (st *state) takeSpare() bool {
 		return false
 	}
 	st.spare = nil
-	g.link.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, err := g.link.conn.Write([]byte{'G'})
-	g.link.conn.Close() // what was written still arrives
+	g.turn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := g.turn.Write([]byte{'G'})
+	g.turn.Close() // what was written still arrives
 	if err != nil {
 		st.s.log.Warn("the spare cannot be told its turn came: starting a generation instead", "gen", g.N, "err", err)
 		st.dismiss(g)
@@ -105,7 +91,7 @@ func (st *state) takeSpare() bool {
 func (st *state) dropSpare() {
 	if g := st.spare; g != nil {
 		st.spare = nil
-		g.link.conn.Close()
+		g.turn.Close()
 		st.dismiss(g)
 	}
 }
@@ -125,7 +111,7 @@ func (st *state) dismiss(g *gen) {
 // so it is treated as a restart that took over; no spare is started again.
 func (st *state) spareTookOver(g *gen) bool {
 	st.spare = nil
-	g.link.conn.Close()
+	g.turn.Close()
 	st.noSpare = true
 	err := fmt.Errorf("generation %d, started as a spare, said READY=1 before its turn came: the program does not wait as %s asks; no more spares", g.N, "graceful.SpareEnv")
 	st.s.log.Error("spare took over unasked", "gen", g.N, "err", err)

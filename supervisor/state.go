@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -34,8 +35,8 @@ type gen struct {
 	// handoffAnswers: g, serving, has been seen answering at the hand-off
 	// socket (watchHandoff).
 	handoffAnswers bool
-	link           *spareLink // a spare's, until its turn comes
-	spareWaiting   bool       // the spare said it waits
+	turn           *net.UnixConn // a spare's end of graceful.SpareEnv, until its turn comes
+	spareWaiting   bool          // the spare said it waits
 	waiters        []chan restartResult
 	timer          interface{ Stop() bool } // ready deadline, then stop deadline
 }
@@ -98,8 +99,6 @@ func (st *state) startFirst() error {
 // spawn starts the next generation with its ready deadline.
 func (st *state) spawn() (*gen, error) {
 	s := st.s
-	st.next++
-	g := &gen{Generation: Generation{N: st.next, State: starting}, mainFd: -1}
 	if s.cfg.Handoff != "" && st.serving == nil {
 		st.openHandoff()
 	}
@@ -108,24 +107,32 @@ func (st *state) spawn() (*gen, error) {
 	if s.cfg.Handoff == "" {
 		fds, names = st.store.list()
 	}
-	l, err := st.takeLaunch(g.N)
-	if err != nil {
-		st.next--
-		return nil, fmt.Errorf("generation %d: %w", g.N, err)
+	g := &gen{Generation: Generation{State: starting}, mainFd: -1}
+	if err := st.launchGen(g, fds, names, -1); err != nil {
+		return nil, err
 	}
-	p, err := startProcess(s, l, fds, names, -1)
-	l.close()
-	if err != nil {
-		st.next--
-		return nil, fmt.Errorf("generation %d: %w", g.N, err)
-	}
-	g.proc = p
-	g.PID, g.MainPID, g.Started = p.pid, p.pid, time.Now()
-	st.gens[g.N] = g
 	s.log.Info("generation started", "gen", g.N, "pid", g.PID, "fds", len(fds))
 	st.emit(Event{Kind: EventStarted, Time: g.Started, Gen: g.Generation})
 	st.armReadyTimer(g)
 	return g, nil
+}
+
+// launchGen gives g the next number and starts its process (see
+// startProcess), and records it among the generations.
+func (st *state) launchGen(g *gen, fds []int, names []string, turn int) error {
+	g.N = st.next + 1
+	l, err := st.takeLaunch(g.N)
+	if err == nil {
+		g.proc, err = startProcess(st.s, l, fds, names, turn)
+		l.close()
+	}
+	if err != nil {
+		return fmt.Errorf("generation %d: %w", g.N, err)
+	}
+	st.next = g.N
+	g.PID, g.MainPID, g.Started = g.proc.pid, g.proc.pid, time.Now()
+	st.gens[g.N] = g
+	return nil
 }
 
 // armReadyTimer fails g if it is not ready within ReadyTimeout.
@@ -231,6 +238,43 @@ func answeringPID(path string) (int, error) {
 		return 0, err
 	}
 	return int(cred.Pid), nil
+}
+
+// watchHandoff probes the hand-off socket of g, which has just become
+// ready, until g answers there or ReadyTimeout passes, and records on
+// Run's goroutine that it does: a restart of g need not probe again (see
+// restartWhenHandoffAnswers). A predecessor that has not let go of the
+// path yet answers there too, for a while.
+func (st *state) watchHandoff(g *gen) {
+	s := st.s
+	path := s.cfg.Handoff
+	if path == "" {
+		return
+	}
+	pids := []int{g.PID, g.MainPID}
+	go func() {
+		deadline := time.Now().Add(s.cfg.ReadyTimeout)
+		tick := time.NewTicker(handoffProbeEvery)
+		defer tick.Stop()
+		for {
+			if pid, err := answeringPID(path); err == nil && slices.Contains(pids, pid) {
+				s.post(func() {
+					if st.serving == g && st.answeredBy(pid) == nil {
+						g.handoffAnswers = true
+					}
+				})
+				return
+			}
+			if time.Now().After(deadline) {
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-s.quit:
+				return
+			}
+		}
+	}()
 }
 
 // handoffProbeEvery is how often a restart waiting for the serving
@@ -546,7 +590,7 @@ func (st *state) ended(g *gen, exit Exit) {
 	switch {
 	case g == st.spare:
 		st.spare = nil
-		g.link.conn.Close()
+		g.turn.Close()
 		s.log.Warn("spare exited before its turn came; the next one starts once a generation is ready", "gen", g.N, "exit", exit)
 		st.emit(Event{Kind: EventExited, Gen: g.Generation, Exit: exit})
 	case g == st.starting:

@@ -127,6 +127,24 @@ func waitFd(fd int, events int16, timeout time.Duration) error {
 	}
 }
 
+// TradeByte sends say on fd, a connected socket, and then waits on the
+// thread, without a deadline, for one byte back; ok is false when the peer
+// closed it instead. A failed send is not an error: the peer may have
+// written its answer and closed before, and what it wrote is read all the
+// same.
+func TradeByte(fd int, say byte) (got byte, ok bool, err error) {
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return 0, false, os.NewSyscallError("fcntl", err)
+	}
+	retryEINTR(func() error { return unix.Sendto(fd, []byte{say}, sendFlags, nil) })
+	var b [1]byte
+	var n int
+	if err := retryEINTR(func() (err error) { n, err = unix.Read(fd, b[:]); return err }); err != nil {
+		return 0, false, os.NewSyscallError("read", err)
+	}
+	return b[0], n == 1, nil
+}
+
 func retryEINTR(call func() error) error {
 	for {
 		if err := call(); err != unix.EINTR {

@@ -178,8 +178,22 @@ func (r *runner) crash(a *report.Attempt, old service.Gen) {
 	a.Gen, a.OK = next.N, true
 	a.HandoffMs = ms(next.Ready.Sub(next.Started))
 	a.RecoveryMs = ms(next.Ready.Sub(victim.Exited))
-	r.windows = append(r.windows, window{from, next.Ready.Sub(r.origin)})
+	r.windows = append(r.windows, r.crashWindow(from, next.Ready.Sub(r.origin)))
 	r.readyFds(next)
+}
+
+// crashWindow is the time a crash at from shows in, its successor ready at
+// ready: until then, and for two of a client's request intervals (10 ms
+// at least) after. A connection the crashed generation held (a stream, an
+// HTTP keep-alive connection) fails when its client next uses it, and a
+// successor that takes over within a millisecond or two (a spare) is
+// ready before that.
+func (r *runner) crashWindow(from, ready time.Duration) window {
+	grace := 10 * time.Millisecond
+	if r.cfg.Rate > 0 {
+		grace = max(grace, time.Duration(2*float64(time.Second)/r.cfg.Rate))
+	}
+	return window{from, ready + grace}
 }
 
 // newest is the number of the newest generation started.

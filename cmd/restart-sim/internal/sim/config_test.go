@@ -11,6 +11,8 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+
+	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/report"
 )
 
 var _ = Describe("the flags", func() {
@@ -121,5 +123,20 @@ var _ = Describe("the restart schedule", func() {
 
 	It("never starts with a fault when there is a restart before it to make", func() {
 		Expect(schedule(2, []string{"crash", "hang", "kill"})[0]).To(Equal(""))
+	})
+})
+
+var _ = Describe("what a crash counts", func() {
+	It("includes a failure on a connection the crashed generation held, when its client next uses it after the successor is ready", func() {
+		ms := time.Millisecond
+		r := &runner{cfg: Config{Rate: 50}} // a request every 20 ms per client
+		r.windows = []window{r.crashWindow(100*ms, 102*ms)}
+		t := r.duringCrashes([]report.Sample{
+			{At: 90 * ms, Latency: 20 * ms, Outcome: report.EOF}, // in flight at the crash
+			{At: 118 * ms, Latency: ms, Outcome: report.EOF},     // the dead connection's next use
+			{At: 150 * ms, Latency: ms, Outcome: report.Refused}, // well after: not the crash's
+		}, nil)
+		Expect(t.Failed).To(Equal(int64(2)))
+		Expect(t.FailedBy).To(Equal(map[string]int64{"eof": 2}))
 	})
 })
