@@ -6,9 +6,13 @@ package graceful_test
 // references (internal/floor): blocking sockets, one sendmsg per 252
 // descriptors, no framing, no allocation per operation; impl=floor without
 // an acknowledgement, impl=floor-ack with the protocol's message pattern
-// (request, set, a one-byte acknowledgement the sender waits for). All run
-// in the same process, in the same run, so that the ratios graceful/floor
-// and graceful/floor-ack can be quoted:
+// (request, set, a one-byte acknowledgement the sender waits for); and
+// impl=net-ack, floor-ack's messages through package net (Go's poller, and
+// by dialling a net.UnixListener with a goroutine per connection, as a
+// graceful.Server accepts), which a library that takes a net.Conn cannot
+// go below. All run in the same process, in the same run, so that the
+// ratios graceful/floor, graceful/floor-ack and graceful/net-ack can be
+// quoted:
 //
 //	go test -run '^$' -bench . -count 6 ./graceful/ > new.txt
 //	cd bench && go tool benchstat -col /impl ../new.txt
@@ -28,8 +32,10 @@ package graceful_test
 //     its predecessor: graceful.Receive against a graceful.Server (Receive
 //     asks a BUSY server again after a pause by itself; busy-retries/op
 //     counts how often), and the floor's connect, request, recvmsg, close
-//     against accept4, read, sendmsg, close (floor-ack: the receiver
-//     writes its acknowledgement before it closes, and the sender reads it).
+//     against accept4, read, sendmsg, close (floor-ack and net-ack: the
+//     receiver writes its acknowledgement before it closes, and the sender
+//     reads it; net-ack's receiver is floor-ack's, on a socket of its own,
+//     as Receive's is).
 //   - proc=1: the sender is a goroutine of this process (a socketpair for
 //     mode=conn); proc=2: the sender is this test binary re-executed (see
 //     TestMain), so every wake-up crosses processes as in a real hand-off.
@@ -85,6 +91,7 @@ func TestMain(m *testing.M) {
 const (
 	benchFloor    = "floor"
 	benchFloorAck = "floor-ack"
+	benchNetAck   = "net-ack"
 	benchGraceful = "graceful"
 	benchConn     = "conn"
 	benchDial     = "dial"
@@ -101,7 +108,7 @@ func BenchmarkTransfer(b *testing.B) {
 	for _, procs := range []int{1, 2} {
 		for _, c := range cases {
 			for _, n := range c.fds {
-				for _, impl := range []string{benchFloor, benchFloorAck, benchGraceful} {
+				for _, impl := range []string{benchFloor, benchFloorAck, benchNetAck, benchGraceful} {
 					name := fmt.Sprintf("proc=%d/mode=%s/fds=%d/impl=%s", procs, c.mode, n, impl)
 					b.Run(name, func(b *testing.B) { benchTransfer(b, procs, c.mode, impl, n) })
 				}
@@ -205,6 +212,17 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 	}
 
 	switch {
+	case mode == benchConn && impl == benchNetAck:
+		c, err := net.FileConn(mine)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		r := floor.NewNetReceiver(c.(*net.UnixConn))
+		return func(fds []int) ([]int, error) {
+			got, err := r.Request(n)
+			return append(fds, got...), err
+		}
 	case mode == benchConn && impl != benchGraceful:
 		r := floor.NewReceiver(int(mine.Fd()), impl == benchFloorAck)
 		return func(fds []int) ([]int, error) {
@@ -222,7 +240,7 @@ func benchStartSender(b *testing.B, procs int, mode, impl string, n int, busy *b
 			return fds, err
 		}
 	case mode == benchDial && impl != benchGraceful:
-		r := floor.NewReceiver(-1, impl == benchFloorAck)
+		r := floor.NewReceiver(-1, impl != benchFloor)
 		addr := &unix.SockaddrUnix{Name: path}
 		return func(fds []int) ([]int, error) {
 			sock, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -266,6 +284,31 @@ func benchServe(mode, impl string, n int, sock *os.File) (stop func() error, err
 		}
 	}
 	switch {
+	case mode == benchConn && impl == benchNetAck:
+		c, err := net.FileConn(sock)
+		sock.Close()
+		if err != nil {
+			closeFds()
+			return nil, err
+		}
+		go func() {
+			err := floor.NewNetSender(c.(*net.UnixConn), fds).Serve()
+			c.Close()
+			served <- err
+		}()
+		return finish, nil
+	case mode == benchDial && impl == benchNetAck:
+		l, err := net.FileListener(sock)
+		sock.Close()
+		if err != nil {
+			closeFds()
+			return nil, err
+		}
+		go func() { served <- floor.ServeNetListener(l.(*net.UnixListener), fds) }()
+		return func() error {
+			l.Close()
+			return finish()
+		}, nil
 	case mode == benchConn && impl != benchGraceful:
 		go func() {
 			err := floor.NewSender(int(sock.Fd()), fds, impl == benchFloorAck).Serve()

@@ -140,4 +140,19 @@ var _ = Describe("report", func() {
 		Expect(out).To(ContainSubstring("| graceful | 1600 | 2 |"))
 		Expect(out).To(ContainSubstring("| 2ms | 2.12ms | 1.85ms | 1.06x (1.05–1.07) | 1.15x (1.10–1.20) |"))
 	})
+
+	It("compares with net-ack, where it was measured, as a floor of its own", func() {
+		withNet := twoRounds
+		for _, ns := range []string{"12000", "22000"} { // before graceful's row in each round
+			row := "BenchmarkTransfer/proc=2/mode=conn/fds=1/impl=graceful-2 \t 100\t " + ns
+			withNet = strings.Replace(withNet, row, "BenchmarkTransfer/proc=2/mode=conn/fds=1/impl=net-ack-2 \t 100\t 11000 ns/op\t 0 B/op\t 0 allocs/op\n"+row, 1)
+		}
+		res, err := parse(strings.NewReader(withNet))
+		Expect(err).NotTo(HaveOccurred())
+		var md bytes.Buffer
+		report(&md, res, reportInfo{rounds: res.rounds(), stat: func(string) string { return "" }})
+		Expect(md.String()).To(ContainSubstring("| net-ack | net-ack / floor | net-ack / floor-ack | graceful | graceful / floor | graceful / floor-ack | graceful / net-ack | graceful / graceful-base |"))
+		// net-ack 11µs in both rounds; graceful 12µs and 22µs.
+		Expect(md.String()).To(ContainSubstring("| 11µs, 0 allocs | 0.73x (0.55–1.10) | 0.69x (0.52–1.00) | 17µs, 9 allocs | 1.13x (1.10–1.20) | 1.06x (1.05–1.09) | 1.55x (1.09–2.00) |"))
+	})
 })
