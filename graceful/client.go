@@ -373,9 +373,13 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 		case wire.TypeBatch:
 			recs, perr := wire.ParseBatchInto(fc.recs, f.Payload, len(f.Fds))
 			fc.recs = recs
-			set = slices.Grow(set, len(f.Fds))
+			// Each entry is written in place: a received built aside and
+			// appended cost more than the rest of the loop together.
+			first := len(set)
+			set = slices.Grow(set, len(f.Fds))[:first+len(f.Fds)]
 			for i, fd := range f.Fds {
-				r := received{fd: fd}
+				r := &set[first+i]
+				r.fd, r.kind, r.meta = fd, wire.KindRaw, nil
 				if perr == nil {
 					r.kind = recs[i].Kind
 					if recs[i].HasMeta {
@@ -384,7 +388,6 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 						r.meta = arena[start:len(arena):len(arena)]
 					}
 				}
-				set = append(set, r)
 			}
 			if perr != nil {
 				return 0, protocolError(perr)
