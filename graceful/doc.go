@@ -105,7 +105,9 @@
 // resources per connection to a goroutine parked in Go's poller and a
 // 20-byte buffer until the connection's HELLO is in, and keeps at most
 // Server.MaxPending such connections (64 by default): the one waiting
-// longest is closed when another arrives. No OS thread is held per
+// longest for its HELLO is closed when another arrives, and only among
+// those that passed the credential check, so that a refused user's flood
+// cannot close a served user's connection. No OS thread is held per
 // connection. A frame is judged from its 8-byte header (its type at that
 // point of the session, its length, a set's limits) before a byte of its
 // payload is read. A sender reads with no room for control data, so a

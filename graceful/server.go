@@ -30,8 +30,10 @@ import (
 // checked right after accept, before a byte is read; a refused peer is
 // answered ERROR UNAUTHORIZED and closed. Until its HELLO is in, a
 // connection holds only a 20-byte buffer, and at most MaxPending such
-// connections are kept: the one waiting longest is closed when another
-// arrives.
+// connections are kept: when another arrives, the one that has waited
+// longest for its HELLO is closed, once MaxPending have passed the
+// credential check (those not checked yet are checked first, so that a
+// flood from a refused user never closes a connection of a served one).
 //
 // Its zero value, with a Handler, is ready to use.
 type Server struct {
@@ -57,7 +59,9 @@ type Server struct {
 	// is asked.
 	Authorize func(PeerCred) error
 	// MaxPending bounds the connections accepted whose HELLO is not in yet.
-	// When another arrives, the one waiting longest is closed. Zero means
+	// When another arrives and MaxPending of them wait for their HELLO
+	// past the credential check, the one waiting longest is closed; until
+	// then, accepting waits for the others to be checked. Zero means
 	// DefaultMaxPending (64).
 	MaxPending int
 	// Logger receives the server's messages; nil means no logging (see
@@ -208,8 +212,8 @@ func (s *Server) serve(ln net.Listener, addr string) error {
 }
 
 // admit counts ac as running and pending, closing the connection that has
-// waited longest for its HELLO when there are MaxPending. It reports false
-// after Close.
+// waited longest for its HELLO when MaxPending wait for theirs. It reports
+// false after Close.
 func (s *Server) admit(ac *accepted) bool {
 	limit := s.maxPending()
 	for {
@@ -219,10 +223,10 @@ func (s *Server) admit(ac *accepted) bool {
 			return false
 		}
 		if s.pending.Len() >= limit {
-			if !s.evictOldest() {
-				// Every pending connection is still to be looked at by its
-				// goroutine: let them run rather than close one that may
-				// hold a HELLO already.
+			if !s.evictOldest(limit) {
+				// Some pending connections are still to be checked by
+				// their goroutines: let them run (a refused one is closed
+				// at once) rather than close one that waits for its HELLO.
 				s.mu.Unlock()
 				runtime.Gosched()
 				continue
@@ -247,18 +251,28 @@ func (s *Server) maxPending() int {
 }
 
 // evictOldest shuts down the oldest pending connection whose goroutine
-// waits for its HELLO, and reports whether there was one. s.mu is held.
-func (s *Server) evictOldest() bool {
+// waits for its HELLO, when limit of them wait, and reports whether it
+// did. Connections not yet checked do not count: were they to, a flood
+// from a user the Server refuses would close the connections of the
+// users it serves, the only ones that ever wait. s.mu is held.
+func (s *Server) evictOldest(limit int) bool {
+	var oldest *accepted
+	waiting := 0
 	for e := s.pending.Front(); e != nil; e = e.Next() {
-		ac := e.Value.(*accepted)
-		if ac.waiting {
-			ac.evicted = true
-			s.unpend(ac)
-			shutdown(ac.c)
-			return true
+		if ac := e.Value.(*accepted); ac.waiting {
+			if oldest == nil {
+				oldest = ac
+			}
+			waiting++
 		}
 	}
-	return false
+	if waiting < limit {
+		return false
+	}
+	oldest.evicted = true
+	s.unpend(oldest)
+	shutdown(oldest.c)
+	return true
 }
 
 // unpend takes ac out of the pending list. s.mu is held.
