@@ -43,11 +43,17 @@ type Sender struct {
 // NewSender prepares the control messages for fds, once. With ack, every
 // answer waits for the receiver's acknowledgement.
 func NewSender(sock int, fds []int, ack bool) *Sender {
-	s := &Sender{sock: sock, ack: ack}
+	return &Sender{sock: sock, ack: ack, batches: RightsBatches(fds)}
+}
+
+// RightsBatches is one SCM_RIGHTS control message for every BatchSize
+// descriptors of fds, in order.
+func RightsBatches(fds []int) [][]byte {
+	var batches [][]byte
 	for i := 0; i < len(fds); i += BatchSize {
-		s.batches = append(s.batches, unix.UnixRights(fds[i:min(i+BatchSize, len(fds))]...))
+		batches = append(batches, unix.UnixRights(fds[i:min(i+BatchSize, len(fds))]...))
 	}
-	return s
+	return batches
 }
 
 // Reset points the sender at another socket, keeping its control
@@ -145,15 +151,8 @@ func (r *Receiver) Request(n int) ([]int, error) {
 			CloseAll(r.fds)
 			return nil, os.NewSyscallError("recvmsg", err)
 		}
-		before := len(r.fds)
-		r.fds = AppendRights(r.fds, r.oob[:oobn])
-		if flags&unix.MSG_CTRUNC != 0 {
-			CloseAll(r.fds)
-			return nil, ErrTruncated
-		}
-		if len(r.fds) == before {
-			CloseAll(r.fds)
-			return nil, fmt.Errorf("floor: a message without descriptors after %d of %d", before, n)
+		if r.fds, err = takeBatch(r.fds, r.oob[:oobn], flags, n); err != nil {
+			return nil, err
 		}
 	}
 	if r.ack {
@@ -163,6 +162,24 @@ func (r *Receiver) Request(n int) ([]int, error) {
 		}
 	}
 	return r.fds, nil
+}
+
+// takeBatch appends the descriptors of one received message, whose
+// control data is oob, to fds, out of the n asked for. A message that was
+// truncated or carried none fails, and every descriptor of the answer is
+// closed.
+func takeBatch(fds []int, oob []byte, flags, n int) ([]int, error) {
+	before := len(fds)
+	fds = AppendRights(fds, oob)
+	if flags&unix.MSG_CTRUNC != 0 {
+		CloseAll(fds)
+		return nil, ErrTruncated
+	}
+	if len(fds) == before {
+		CloseAll(fds)
+		return nil, fmt.Errorf("floor: a message without descriptors after %d of %d", before, n)
+	}
+	return fds, nil
 }
 
 // WriteFull writes all of p on the blocking socket fd.

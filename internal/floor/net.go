@@ -27,11 +27,7 @@ type NetSender struct {
 
 // NewNetSender prepares the control messages for fds, once.
 func NewNetSender(conn *net.UnixConn, fds []int) *NetSender {
-	s := &NetSender{conn: conn}
-	for i := 0; i < len(fds); i += BatchSize {
-		s.batches = append(s.batches, unix.UnixRights(fds[i:min(i+BatchSize, len(fds))]...))
-	}
-	return s
+	return &NetSender{conn: conn, batches: RightsBatches(fds)}
 }
 
 // Serve answers requests until the peer closes the connection (nil) or an
@@ -113,15 +109,8 @@ func (r *NetReceiver) Request(n int) ([]int, error) {
 			CloseAll(r.fds)
 			return nil, err
 		}
-		before := len(r.fds)
-		r.fds = AppendRights(r.fds, r.oob[:oobn])
-		if flags&unix.MSG_CTRUNC != 0 {
-			CloseAll(r.fds)
-			return nil, ErrTruncated
-		}
-		if len(r.fds) == before {
-			CloseAll(r.fds)
-			return nil, fmt.Errorf("floor: a message without descriptors after %d of %d", before, n)
+		if r.fds, err = takeBatch(r.fds, r.oob[:oobn], flags, n); err != nil {
+			return nil, err
 		}
 	}
 	if _, err := r.conn.Write(r.req[:]); err != nil {

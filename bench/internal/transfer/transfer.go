@@ -15,7 +15,6 @@ import (
 	"time"
 
 	fdpeer "github.com/ftrvxmtrx/fd"
-	"golang.org/x/sys/unix"
 
 	"github.com/gracefulfd/graceful/bench/internal/blocking"
 	"github.com/gracefulfd/graceful/bench/internal/harness"
@@ -112,10 +111,7 @@ func netConn() error {
 		return err
 	}
 	defer conn.Close()
-	var batches [][]byte
-	for i := 0; i < len(fds); i += floor.BatchSize {
-		batches = append(batches, unix.UnixRights(fds[i:min(i+floor.BatchSize, len(fds))]...))
-	}
+	batches := floor.RightsBatches(fds)
 	return answerEach(conn, func(req []byte) error {
 		for _, oob := range batches {
 			if _, _, err := conn.WriteMsgUnix(req, oob, nil); err != nil {
