@@ -998,8 +998,10 @@ def listen_unix(path: str, backlog: int = 64) -> socket.socket:
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        _refuse_rights(sock)  # accepted sockets inherit it (SND-9)
         if path.startswith("@"):
             sock.bind(_abstract(path))
+            sock.listen(backlog)
         else:
             _vacate(path)
             private = tempfile.mkdtemp(prefix=".gf", dir=os.path.dirname(path) or ".")
@@ -1009,6 +1011,9 @@ def listen_unix(path: str, backlog: int = 64) -> socket.socket:
                     raise _fail("OTHER", f"socket path {path!r} is too long to bind privately")
                 sock.bind(tmp)
                 os.chmod(tmp, 0o600)
+                # Listening before it is in place: a socket at path that
+                # refused connections would look stale, and be replaced.
+                sock.listen(backlog)
                 _vacate(path)  # again, just before the rename: as late as we can
                 os.rename(tmp, path)
             finally:
@@ -1017,8 +1022,6 @@ def listen_unix(path: str, backlog: int = 64) -> socket.socket:
                 except OSError:
                     pass
                 os.rmdir(private)
-        _refuse_rights(sock)  # accepted sockets inherit it (SND-9)
-        sock.listen(backlog)
         sock.setblocking(False)
         return sock
     except BaseException:
@@ -1372,11 +1375,15 @@ class Server:
         for t in list(self._threads):
             t.join(timeout=5)
         if self._listener is not None:
-            self._listener.close()
+            # The file goes while the socket still listens: a successor
+            # replaces only a stale socket (AUTH-11), so none can have put
+            # its own in place between the check and the unlink. Closed
+            # first, a successor could, and this would remove its socket.
             try:
                 if self._path_ino is not None and os.stat(self._path).st_ino == self._path_ino:
                     os.unlink(self._path)
             except OSError:
                 pass
+            self._listener.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

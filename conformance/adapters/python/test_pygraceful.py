@@ -926,6 +926,35 @@ class ServerTest(FdTestCase):
         os.rmdir(d)
         self.assertNoLeak()
 
+    def test_close_never_removes_a_successors_socket(self):
+        # A successor places its socket as soon as ours is stale (listen
+        # replaces only a stale one). Played here at the worst moment:
+        # right after close has checked that the file is still ours.
+        d = tempfile.mkdtemp(prefix="gf")
+        self.addCleanup(shutil.rmtree, d)
+        path = os.path.join(d, "s")
+        server = pg.Server([])
+        server.listen(path)
+        successor: list[socket.socket] = []
+        real_stat = os.stat
+
+        def stat_then_successor(p, *a, **kw):
+            st = real_stat(p, *a, **kw)
+            if p == path and not successor:
+                try:
+                    successor.append(pg.listen_unix(path))
+                except OSError:
+                    successor.append(None)  # ours still listens: it must wait
+            return st
+
+        with unittest.mock.patch.object(pg.os, "stat", stat_then_successor):
+            server.close()
+        self.assertEqual(len(successor), 1, "close did not look at the file")
+        if successor[0] is not None:
+            self.addCleanup(successor[0].close)
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.addCleanup(probe.close)
+            probe.connect(path)  # the successor's socket is still there
 
 
 class VacateTest(unittest.TestCase):
@@ -938,6 +967,27 @@ class VacateTest(unittest.TestCase):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(self.path)
         s.close()  # the file stays, and refuses connections
+
+    def test_listen_places_a_socket_that_already_listens(self):
+        # Put in place before listen(), it would refuse connections for a
+        # moment: a stale socket, which another process may replace.
+        real_rename = os.rename
+        listening: list[bool] = []
+
+        def probe_then_rename(src, dst, *a, **kw):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(src)
+                listening.append(True)
+            except ConnectionRefusedError:
+                listening.append(False)
+            finally:
+                probe.close()
+            return real_rename(src, dst, *a, **kw)
+
+        with unittest.mock.patch.object(pg.os, "rename", probe_then_rename):
+            pg.listen_unix(self.path).close()
+        self.assertEqual(listening, [True])
 
     def test_removes_a_stale_socket(self):
         self.stale_socket()
