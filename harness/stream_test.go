@@ -82,12 +82,14 @@ func (e *echo) loop(data []byte) {
 	}
 }
 
-// awaitPartial waits until the echo holds part of a record, and returns
-// how many bytes it holds.
+// awaitPartial waits until the echo holds part of a record and nothing
+// more, and returns how many bytes it holds. Just after a read the count
+// also holds the complete records about to be echoed (5 + 8k bytes), so
+// only a count below a record is settled.
 func (e *echo) awaitPartial() (int, error) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if n := e.held.Load(); n%recordSize != 0 {
+		if n := e.held.Load(); n%recordSize != 0 && n < recordSize {
 			return int(n), nil
 		}
 		if time.Now().After(deadline) {
