@@ -87,12 +87,47 @@ var _ = Describe("sessions on the library's own sockets", func() {
 		Eventually(received).WithTimeout(5 * time.Second).Should(Receive(BeNil()))
 	})
 
+	It("Receive reports ErrBusy, with the timeout, when a sender that said BUSY does not answer the next HELLO in time", func() {
+		addr := socketAddr()
+		ln, err := net.Listen("unix", addr)
+		Expect(err).NotTo(HaveOccurred())
+		defer ln.Close()
+		answered := make(chan struct{})
+		go func() {
+			defer GinkgoRecover()
+			defer close(answered)
+			c, err := ln.Accept()
+			Expect(err).NotTo(HaveOccurred())
+			defer c.Close()
+			p := newRawPeer(c.(*net.UnixConn))
+			p.expect(wire.TypeHello)
+			p.send(wire.AppendError(nil, wire.ErrorFrame{Code: wire.CodeBusy, Message: "busy"}))
+			again, err := ln.Accept()
+			Expect(err).NotTo(HaveOccurred())
+			defer again.Close()
+			newRawPeer(again.(*net.UnixConn)).expect(wire.TypeHello)
+			// and no answer: the receiver's step passes
+			_, err = again.Read(make([]byte, 1))
+			Expect(err).To(MatchError(io.EOF), "the receiver hung up")
+		}()
+		client := &graceful.Client{Timeout: 200 * time.Millisecond}
+		err = client.Receive(addr, func(int, io.Reader) error { return nil })
+		Expect(err).To(MatchError(graceful.ErrBusy))
+		Expect(err).To(MatchError(os.ErrDeadlineExceeded))
+		Expect(err).To(MatchError(ContainSubstring("told so 1 times, and no answer to the next HELLO: no WELCOME within 200ms")))
+		Eventually(answered).Should(BeClosed())
+	})
+
 	It("Receive reports ErrBusy when the sender stays busy past the timeout", func() {
 		addr, _ := serve(&graceful.Server{Handler: graceful.CallbackHandler(func() {})})
 		first := dialRaw(addr)
 		first.send(hello())
 		first.expect(wire.TypeWelcome)
-		client := &graceful.Client{Timeout: 100 * time.Millisecond}
+		// Each attempt, the last one too, has to get its BUSY before the
+		// session deadline (3 steps): a step of 500ms leaves it hundreds
+		// of milliseconds on a busy machine.
+		client := &graceful.Client{Timeout: 500 * time.Millisecond}
+		defer first.close() // the session it holds lasts until then
 		Expect(client.Receive(addr, func(int, io.Reader) error { return nil })).To(MatchError(graceful.ErrBusy))
 	})
 })

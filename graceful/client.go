@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"syscall"
@@ -70,7 +71,9 @@ var defaultClient Client
 // abstract address on Linux), checks that the sender runs as this
 // process's user, receives one set of descriptors, calls cb for each,
 // tells the sender it is ready, and closes the connection. A sender busy
-// with another receiver is asked again until the session timeout.
+// with another receiver is asked again until the session timeout; the
+// error then matches ErrBusy, and also os.ErrDeadlineExceeded when the
+// last question got no answer in time.
 //
 // When nothing listens at addr it returns an error matching ErrNoServer:
 // on a first start there is nobody to take over from. Once every
@@ -149,11 +152,20 @@ func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 		return c.result("receive", addr, 0, err)
 	}
 	deadline := time.Now().Add(sessionTimeout(c.SessionTimeout, c.Timeout))
+	busy := 0 // BUSY answers so far
 	for tries, pause := 0, time.Millisecond; ; tries++ {
 		n, err := c.receiveOnce(addr, cb, deadline)
+		if busy > 0 && errors.As(err, new(unansweredError)) {
+			// A sender that said BUSY and did not answer again in time is
+			// still busy as far as the caller can tell; no time is left
+			// to ask again, or it does not answer at all.
+			err = fmt.Errorf("%w: told so %d times, and no answer to the next HELLO: %w", ErrBusy, busy, err)
+			return c.result("receive", addr, n, err)
+		}
 		if !errors.Is(err, ErrBusy) || time.Now().Add(pause).After(deadline) {
 			return c.result("receive", addr, n, err)
 		}
+		busy++
 		if log.enabled(slog.LevelDebug) {
 			log.log(slog.LevelDebug, "graceful: sender busy; asking again", "addr", addr, "err", err)
 		}
@@ -165,9 +177,17 @@ func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 			continue
 		}
 		time.Sleep(pause)
+		if !time.Now().Before(deadline) { // the sleep overshot: no time left to ask
+			return c.result("receive", addr, n, err)
+		}
 		pause = min(2*pause, 100*time.Millisecond)
 	}
 }
+
+// unansweredError is a HELLO that got no answer in time.
+type unansweredError struct{ error }
+
+func (e unansweredError) Unwrap() error { return e.error }
 
 // result logs the outcome of an exported call once, and wraps its error.
 func (c *Client) result(op, addr string, n int, err error) error {
@@ -345,6 +365,9 @@ func (c *Client) session(fc *frameConn, cb ReceiveCallback, ready bool) (count i
 	}
 
 	f, err := fc.next(wire.TypesOf(wire.TypeWelcome, wire.TypeError), fc.timeout, false)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, unansweredError{err}
+	}
 	if err != nil {
 		return 0, err
 	}

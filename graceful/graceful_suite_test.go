@@ -107,7 +107,7 @@ func rawFd(v syscall.Conn) int {
 func serve(srv *graceful.Server) (string, <-chan error) {
 	GinkgoHelper()
 	addr := socketAddr()
-	done := make(chan error, 16)
+	done := make(chan error, 64)
 	if srv.Done == nil {
 		srv.Done = func(err error) { done <- err }
 	}

@@ -358,7 +358,7 @@ var _ = Describe("a Client's bounds", func() {
 				select {
 				case <-stop:
 					return
-				case <-time.After(600 * time.Millisecond):
+				case <-time.After(300 * time.Millisecond): // well inside each 1s step
 				}
 				if sendWithFds(c.(*net.UnixConn), wire.AppendBatch(nil, records(1)), fd) != nil {
 					return
@@ -546,12 +546,12 @@ var _ = Describe("a Server's pending connections", func() {
 		// Each connection past MaxPending closes one that has waited
 		// longer: the first, once its goroutine waits for its HELLO (how
 		// soon is the scheduler's business, hence a few tries; the Server
-		// reports each closed connection to Done, whose channel holds 16).
+		// reports each closed connection to Done, whose channel holds 64).
 		var others []*rawPeer
 		for len(others) < 10 && !closedNow(first) {
 			others = append(others, dialRaw(addr))
 		}
-		Expect(closedNow(first)).To(BeTrue(), "the first connection is still open after %d more", len(others))
+		Eventually(closedNow).WithArguments(first).Should(BeTrue(), "the first connection is still open after %d more", len(others))
 		var err error
 		Eventually(done).Should(Receive(&err))
 		Expect(err).To(MatchError(ContainSubstring("MaxPending")))
@@ -623,14 +623,14 @@ var _ = Describe("a Server's session deadline", func() {
 	It("ends a session whose steps each keep within Timeout, once SessionTimeout has passed since accept", func() {
 		addr, done := serve(&graceful.Server{
 			Handler:        graceful.CallbackHandler(func() {}),
-			Timeout:        time.Second,
-			SessionTimeout: 1500 * time.Millisecond,
+			Timeout:        2 * time.Second,
+			SessionTimeout: 2500 * time.Millisecond,
 		})
 		p := dialRaw(addr)
-		<-time.After(800 * time.Millisecond) // a slow receiver: its HELLO within the step's second
+		<-time.After(time.Second) // a slow receiver: its HELLO within the step's 2 s
 		p.send(hello())
 		Expect(readSet(p)).To(BeZero())
-		// and no ACK: the step would allow until 1.8 s, the session 1.5 s
+		// and no ACK: the step would allow until 3 s, the session 2.5 s
 		var err error
 		Eventually(done).WithTimeout(5 * time.Second).Should(Receive(&err))
 		Expect(err).To(MatchError(os.ErrDeadlineExceeded))
