@@ -38,7 +38,9 @@ var _ = Describe("graceful-supervisor", func() {
 		dir := shortDir()
 		mode := filepath.Join(dir, "mode")
 		Expect(os.WriteFile(mode, []byte("hang"), 0o600)).To(Succeed())
-		s := run("-dir", filepath.Join(dir, "run"), "-ready-timeout", "2s", "--", service, "-mode-file", mode)
+		// Generation 1 hangs: the refused restart below must be done
+		// within its ready timeout, on a busy machine too.
+		s := run("-dir", filepath.Join(dir, "run"), "-ready-timeout", "4s", "--", service, "-mode-file", mode)
 		restart := func() *gexec.Session {
 			GinkgoHelper()
 			r := runCmd(exec.Command(gs, "restart", "-dir", filepath.Join(dir, "run")))
@@ -47,11 +49,11 @@ var _ = Describe("graceful-supervisor", func() {
 		}
 
 		By("asking before any generation is ready: refused")
-		Eventually(s.Out).WithTimeout(30 * time.Second).Should(gbytes.Say(`\[gen 1\] serving`))
+		Eventually(s.Out).WithTimeout(30 * time.Second).Should(gbytes.Say(`\[gen 1\] serving`)) // it has read its mode
+		Expect(os.WriteFile(mode, nil, 0o600)).To(Succeed())                                    // for generation 2
 		r := restart()
 		Expect(r.ExitCode()).To(Equal(3))
 		Expect(r.Err).To(gbytes.Say(`restart refused: .*the first generation is starting; try again once it is ready`))
-		Expect(os.WriteFile(mode, nil, 0o600)).To(Succeed())
 		serving(filepath.Join(dir, "run"), 2) // after generation 1's ready timeout
 
 		By("SIGHUP")

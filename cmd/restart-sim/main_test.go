@@ -167,8 +167,11 @@ var _ = Describe("restart-sim", Label("restart-sim", "e2e"), func() {
 
 	DescribeTable("rolls back a faulty generation: the old one keeps serving",
 		func(fault string) {
+			// -ready-timeout bounds the good generations too, race-built
+			// here: 2s leaves them room on a busy machine (and -timeout's
+			// default, 3s, is what the hang fault needs with it).
 			session, jsonPath := start("-restarts", "2", "-interval", "100ms", "-baseline", "300ms",
-				"-concurrency", "2", "-faults", fault, "-ready-timeout", "500ms")
+				"-concurrency", "2", "-faults", fault, "-ready-timeout", "2s")
 			Eventually(session).WithTimeout(runTimeout).Should(gexec.Exit(0))
 			Expect(session.Out).To(gbytes.Say("fault " + fault + "\\): rolled back: the old generation kept serving"))
 

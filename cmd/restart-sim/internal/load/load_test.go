@@ -19,8 +19,10 @@ import (
 	"github.com/gracefulfd/graceful/cmd/restart-sim/internal/report"
 )
 
+// config's Timeout is what a dropped datagram waits for; an answer that
+// comes must come within it even on a busy machine, hence a second.
 func config(clients int, max int64) load.Config {
-	return load.Config{Start: time.Now(), Clients: clients, Timeout: 200 * time.Millisecond, MaxPerClient: max}
+	return load.Config{Start: time.Now(), Clients: clients, Timeout: time.Second, MaxPerClient: max}
 }
 
 // runFor runs g with a context that ends after d at the latest.
