@@ -96,6 +96,17 @@ var _ = ginkgo.Describe("a process started as a spare (SpareEnv)", func() {
 			gomega.Expect(waitForTurn()).To(gomega.MatchError(gomega.ContainSubstring(msg)))
 		},
 		ginkgo.Entry("not a number", func() string { return "three" }, `GRACEFUL_SPARE_FD="three": not a descriptor`),
+		ginkgo.Entry("a negative number", func() string { return "-1" }, `GRACEFUL_SPARE_FD="-1": not a descriptor`),
+		ginkgo.Entry("descriptor 0, a descriptor like any other (here not a socket)", func() string {
+			saved, err := unix.Dup(0)
+			gomega.Expect(err).NotTo(gomega.HaveOccurred())
+			ginkgo.DeferCleanup(func() { unix.Dup2(saved, 0); unix.Close(saved) })
+			f, err := os.Open(os.DevNull)
+			gomega.Expect(err).NotTo(gomega.HaveOccurred())
+			defer f.Close()
+			gomega.Expect(unix.Dup2(int(f.Fd()), 0)).To(gomega.Succeed())
+			return "0"
+		}, "GRACEFUL_SPARE_FD=0: not a socket"),
 		ginkgo.Entry("a closed descriptor", func() string { return "1000000" }, "GRACEFUL_SPARE_FD=1000000: not a socket"),
 		ginkgo.Entry("a file", func() string {
 			f, err := os.Open(os.DevNull)

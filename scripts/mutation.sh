@@ -78,7 +78,7 @@ export GOFLAGS="${GOFLAGS:+$GOFLAGS }-count=1"
 # the file name each, without .go); MUTATION_GROUPS, a space-separated
 # list, overrides them, e.g. MUTATION_GROUPS="client conn".
 default_groups=(
-	'client'
+	'client|spare'
 	'conn'
 	'server'
 	'sender|send'
@@ -120,6 +120,18 @@ for pkg in "${packages[@]}"; do
 		# The package's own files only: its subpackages are the other two.
 		jsons=()
 		mapfile -t files < <(cd graceful && ls -- *.go | grep -v '_test\.go$')
+		# A file in no default group would never be mutated: say so.
+		for f in "${files[@]}"; do
+			[[ $f =~ _darwin\.go$ || $f == systemd_other.go ]] && continue
+			found=""
+			for g in "${default_groups[@]}"; do
+				[[ ${f%.go} =~ ^($g)$ ]] && found=1
+			done
+			if [ -z "$found" ]; then
+				echo "$0: graceful/$f is in no group of default_groups; add it to one" >&2
+				exit 2
+			fi
+		done
 		for i in "${!groups[@]}"; do
 			excludes=(--exclude-files '^wire/' --exclude-files '^internal/')
 			for f in "${files[@]}"; do
