@@ -152,20 +152,19 @@ func (c *Client) Receive(addr string, cb ReceiveCallback) error {
 		return c.result("receive", addr, 0, err)
 	}
 	deadline := time.Now().Add(sessionTimeout(c.SessionTimeout, c.Timeout))
-	busy := 0 // BUSY answers so far
+	// tries is also how many BUSY answers came before this attempt.
 	for tries, pause := 0, time.Millisecond; ; tries++ {
 		n, err := c.receiveOnce(addr, cb, deadline)
-		if busy > 0 && errors.As(err, new(unansweredError)) {
+		if tries > 0 && errors.As(err, new(unansweredError)) {
 			// A sender that said BUSY and did not answer again in time is
 			// still busy as far as the caller can tell; no time is left
 			// to ask again, or it does not answer at all.
-			err = fmt.Errorf("%w: told so %d times, and no answer to the next HELLO: %w", ErrBusy, busy, err)
+			err = fmt.Errorf("%w: BUSY answers: %d, then none to the next HELLO: %w", ErrBusy, tries, err)
 			return c.result("receive", addr, n, err)
 		}
 		if !errors.Is(err, ErrBusy) || time.Now().Add(pause).After(deadline) {
 			return c.result("receive", addr, n, err)
 		}
-		busy++
 		if log.enabled(slog.LevelDebug) {
 			log.log(slog.LevelDebug, "graceful: sender busy; asking again", "addr", addr, "err", err)
 		}
