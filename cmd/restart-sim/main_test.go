@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -60,15 +61,45 @@ func validate(doc []byte) error {
 	return sch.Validate(inst)
 }
 
-// freeTCP returns a loopback address with a port the kernel has just
-// given out.
+// freeTCP returns a loopback address, free now, for a service these specs
+// start later. Its port is below the kernel's ephemeral range, so no
+// outgoing connection and no listener on port 0 (every other spec's) can
+// take it in between; only another explicit bind in that range could, at a
+// random port of thousands.
 func freeTCP() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	low, err := ephemeralLow()
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	const first = 10000
+	if low <= first {
+		return "", fmt.Errorf("the ephemeral port range starts at %d, below %d", low, first)
+	}
+	var last error
+	for range 20 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(first+rand.IntN(low-first)))
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			ln.Close()
+			return addr, nil
+		}
+		last = err
+	}
+	return "", fmt.Errorf("no free port below the ephemeral range in 20 tries: %w", last)
+}
+
+// ephemeralLow is the first port of the range the kernel gives out on its
+// own (net.ipv4.ip_local_port_range).
+func ephemeralLow() (int, error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, err
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) != 2 {
+		return 0, fmt.Errorf("ip_local_port_range: %q", b)
+	}
+	return strconv.Atoi(fields[0])
 }
 
 // childrenOf lists the children of process pid.
